@@ -1,0 +1,487 @@
+"""Building the IR from the raw documents of a spec (Swagger 2.0 and OpenAPI 3.0–3.2).
+
+Validation is lenient: whatever is wrong but servable becomes a
+:class:`~codemode._ir.SpecWarning` naming its JSON pointer; an operation that
+cannot be understood is skipped with a warning; only a spec with nothing to
+serve is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+from ._errors import SpecError
+from ._ir import ApiSpec, Body, Operation, Param, Response, SecurityScheme, SpecWarning
+from ._loader import DocumentStore
+from ._naming import NameRequest, assign_names, param_py_names
+from ._schemas import SchemaCollector
+
+__all__ = ["build_spec"]
+
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace", "query")
+# Preferred request media types, best first; anything else falls back to the first one listed.
+BODY_MEDIA_PREFERENCE = (
+    "application/json",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+)
+FORM_MEDIA = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+# Swagger 2.0 parameter keys that describe the value's schema.
+SWAGGER_SCHEMA_KEYS = (
+    "type", "format", "items", "enum", "default", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "minLength", "maxLength", "pattern", "minItems", "maxItems", "uniqueItems", "multipleOf", "x-nullable",
+)  # fmt: skip
+_JSONISH = re.compile(r"^application/([\w.+-]*\+)?json", re.I)
+_SERVER_VAR = re.compile(r"\{([^}]+)\}")
+
+
+def _esc(part: str) -> str:
+    return part.replace("~", "~0").replace("/", "~1")
+
+
+def _text(value: Any, limit: int = 2000) -> str:
+    return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+@dataclass
+class _Draft:
+    method: str
+    path: str
+    operation_id: str | None
+    summary: str
+    description: str
+    tags: tuple[str, ...]
+    params: list[tuple[str, str, bool, dict[str, Any], str, str | None, bool | None]]  # name, loc, req, schema, desc
+    body: Body | None
+    body_fields: list[tuple[str, bool, dict[str, Any], str]]  # wire name, required, schema, description
+    body_location: str
+    responses: tuple[Response, ...]
+    security: tuple[tuple[str, ...], ...]
+    servers: tuple[str, ...]
+    deprecated: bool
+    pointer: str
+
+
+class _Builder:
+    def __init__(self, store: DocumentStore, source: str) -> None:
+        self.store = store
+        self.source = source
+        self.root: dict[str, Any] = store.root
+        self.uri = store.root_uri
+        self.warnings: list[SpecWarning] = []
+        self.schemas = SchemaCollector(store, self.warnings)
+        self.swagger = str(self.root.get("swagger", "")).startswith("2")
+        self.global_consumes: list[str] = list(self.root.get("consumes") or [])
+
+    def warn(self, pointer: str, message: str) -> None:
+        self.warnings.append(SpecWarning(pointer, message))
+
+    # -- top level -----------------------------------------------------------------------
+    def servers(self, node: Any, where: str) -> tuple[str, ...]:
+        out: list[str] = []
+        if not isinstance(node, list):
+            return ()
+        for i, server in enumerate(node):
+            if not isinstance(server, dict) or not isinstance(server.get("url"), str):
+                self.warn(f"{where}/{i}", "server entry has no url; ignored")
+                continue
+            variables = server.get("variables") or {}
+
+            def sub(m: re.Match[str], variables: dict[str, Any] = variables) -> str:
+                var = variables.get(m.group(1)) or {}
+                enum = var.get("enum") or []
+                return str(var.get("default", enum[0] if enum else m.group(0)))
+
+            url = _SERVER_VAR.sub(sub, server["url"])
+            if self.store.root_uri.startswith("http") and not url.startswith(("http://", "https://")):
+                url = urljoin(self.store.root_uri, url)
+            out.append(url.rstrip("/") if url != "/" else url)
+        return tuple(out)
+
+    def swagger_servers(self) -> tuple[str, ...]:
+        host = self.root.get("host")
+        base = str(self.root.get("basePath") or "")
+        if base and not base.startswith("/"):
+            base = "/" + base
+        if not host:
+            return (base.rstrip("/"),) if base.strip("/") else ()
+        schemes = self.root.get("schemes") or ["https"]
+        scheme = "https" if "https" in schemes else str(schemes[0])
+        return (f"{scheme}://{host}{base}".rstrip("/"),)
+
+    def security_schemes(self) -> dict[str, SecurityScheme]:
+        raw = (
+            self.root.get("securityDefinitions")
+            if self.swagger
+            else (self.root.get("components") or {}).get("securitySchemes")
+        ) or {}
+        out: dict[str, SecurityScheme] = {}
+        for name, node in raw.items():
+            try:
+                node = self.store.deref(node, self.uri).node
+            except (KeyError, SpecError):
+                self.warn(f"/components/securitySchemes/{_esc(name)}", "security scheme $ref does not resolve")
+                continue
+            if not isinstance(node, dict):
+                continue
+            kind = str(node.get("type", ""))
+            token_url: str | None = None
+            scopes: tuple[str, ...] = ()
+            if kind == "basic":  # Swagger 2.0
+                out[name] = SecurityScheme(name, "http", scheme="basic")
+                continue
+            if kind == "oauth2":
+                flows = node.get("flows") or {}
+                cc = flows.get("clientCredentials") or {}
+                if self.swagger and node.get("flow") == "application":
+                    cc = node
+                token_url = cc.get("tokenUrl")
+                scopes = tuple((cc.get("scopes") or {}).keys())
+            out[name] = SecurityScheme(
+                name=name,
+                type=kind,
+                scheme=str(node["scheme"]).lower() if node.get("scheme") else None,
+                location=node.get("in"),
+                param_name=node.get("name"),
+                token_url=token_url,
+                scopes=scopes,
+            )
+        return out
+
+    @staticmethod
+    def security(node: Any) -> tuple[tuple[str, ...], ...] | None:
+        if not isinstance(node, list):
+            return None
+        return tuple(tuple(req.keys()) for req in node if isinstance(req, dict))
+
+    # -- parameters ----------------------------------------------------------------------
+    def param_schema(self, p: dict[str, Any], uri: str, where: str) -> dict[str, Any]:
+        if self.swagger and "schema" not in p:
+            raw = {k: p[k] for k in SWAGGER_SCHEMA_KEYS if k in p}
+            return self.schemas.convert(raw, uri, where)
+        if "schema" in p:
+            return self.schemas.convert(p["schema"], uri, f"{where}/schema")
+        content = p.get("content")
+        if isinstance(content, dict) and content:
+            media = next(iter(content.values()))
+            if isinstance(media, dict) and "schema" in media:
+                return self.schemas.convert(media["schema"], uri, f"{where}/content")
+        return {}
+
+    def collect_params(self, nodes: list[Any], uri: str, where: str) -> list[tuple[dict[str, Any], str, str]]:
+        """Resolve parameter refs; later entries (operation level) override earlier ones (path level)."""
+        merged: dict[tuple[str, str], tuple[dict[str, Any], str, str]] = {}
+        for i, node in enumerate(nodes):
+            pw = f"{where}/{i}"
+            try:
+                loc = self.store.deref(node, uri)
+            except (KeyError, IndexError, SpecError) as exc:
+                self.warn(pw, f"parameter $ref does not resolve ({exc}); parameter ignored")
+                continue
+            p = loc.node
+            if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not isinstance(p.get("in"), str):
+                self.warn(pw, "parameter has no name or no 'in'; ignored")
+                continue
+            merged[(p["name"], p["in"])] = (p, loc.uri, pw)
+        return list(merged.values())
+
+    # -- bodies --------------------------------------------------------------------------
+    @staticmethod
+    def pick_media(content: dict[str, Any]) -> str:
+        for pref in BODY_MEDIA_PREFERENCE:
+            if pref in content:
+                return pref
+        for media in content:
+            if _JSONISH.match(media):
+                return media
+        return next(iter(content))
+
+    def object_fields(self, schema: dict[str, Any]) -> list[tuple[str, bool, dict[str, Any], str]] | None:
+        """Top-level fields of an object body (following refs and allOf), or None if not a plain object."""
+        props: dict[str, dict[str, Any]] = {}
+        required: set[str] = set()
+        stack, seen = [schema], 0
+        while stack:
+            s = stack.pop()
+            seen += 1
+            if seen > 64:
+                return None
+            while "$ref" in s:
+                name = s["$ref"].rsplit("/", 1)[-1]
+                s = self.schemas.schemas.get(name) or {}
+                if not s and name in self.schemas.schemas:
+                    self.schemas.drain()
+                    s = self.schemas.schemas.get(name) or {}
+            if any(k in s for k in ("oneOf", "anyOf")) or s.get("type") not in (None, "object"):
+                return None
+            for sub in reversed(s.get("allOf") or []):
+                stack.append(sub)
+            for k, v in (s.get("properties") or {}).items():
+                if not (isinstance(v, dict) and v.get("readOnly")):
+                    props[k] = v
+            required.update(r for r in s.get("required") or [] if isinstance(r, str))
+        if not props:
+            return None
+        return [(k, k in required, v, _text(v.get("description"), 200)) for k, v in props.items()]
+
+    def oas3_body(self, op: dict[str, Any], uri: str, where: str) -> tuple[Body | None, str]:
+        node = op.get("requestBody")
+        if node is None:
+            return None, ""
+        try:
+            loc = self.store.deref(node, uri)
+        except (KeyError, SpecError):
+            self.warn(f"{where}/requestBody", "requestBody $ref does not resolve; the body is sent as given")
+            return Body("application/json", None, False, False), "body"
+        rb = loc.node
+        content = rb.get("content") if isinstance(rb, dict) else None
+        if not isinstance(content, dict) or not content:
+            return Body("application/octet-stream", None, bool(rb.get("required")), False), "body"
+        media = self.pick_media(content)
+        mnode = content.get(media) or {}
+        schema = (
+            self.schemas.convert(mnode["schema"], loc.uri, f"{where}/requestBody/content/{_esc(media)}/schema")
+            if isinstance(mnode, dict) and "schema" in mnode
+            else None
+        )
+        return Body(media, schema, bool(rb.get("required")), False), "form" if media in FORM_MEDIA else "body"
+
+    # -- responses -----------------------------------------------------------------------
+    def responses(self, node: Any, uri: str, where: str, produces: list[str]) -> tuple[Response, ...]:
+        if not isinstance(node, dict):
+            return ()
+        out: list[Response] = []
+        for status, rnode in node.items():
+            status = str(status)
+            if not (status.startswith("2") or status == "default"):
+                continue
+            try:
+                loc = self.store.deref(rnode, uri)
+            except (KeyError, SpecError):
+                self.warn(f"{where}/{_esc(status)}", "response $ref does not resolve; ignored")
+                continue
+            r = loc.node if isinstance(loc.node, dict) else {}
+            media: str | None = None
+            schema: dict[str, Any] | None = None
+            rw = f"{where}/{_esc(status)}"
+            if self.swagger:
+                if "schema" in r:
+                    media = produces[0] if produces else "application/json"
+                    schema = self.schemas.convert(r["schema"], loc.uri, f"{rw}/schema")
+            elif isinstance(r.get("content"), dict) and r["content"]:
+                media = self.pick_media(r["content"])
+                mnode = r["content"][media]
+                if isinstance(mnode, dict) and "schema" in mnode:
+                    schema = self.schemas.convert(mnode["schema"], loc.uri, f"{rw}/content/{_esc(media)}/schema")
+            out.append(Response(status, _text(r.get("description"), 300), media, schema))
+        return tuple(out)
+
+    # -- operations ----------------------------------------------------------------------
+    def draft(
+        self, method: str, path: str, op: dict[str, Any], uri: str, where: str, item: dict[str, Any], item_uri: str,
+        global_security: tuple[tuple[str, ...], ...], path_servers: tuple[str, ...],
+    ) -> _Draft:  # fmt: skip
+        nodes = [*(item.get("parameters") or []), *(op.get("parameters") or [])]
+        resolved = self.collect_params(
+            [n if not isinstance(n, dict) or "$ref" not in n else n for n in nodes], uri if op else item_uri, where
+        )
+        params: list[tuple[str, str, bool, dict[str, Any], str, str | None, bool | None]] = []
+        body: Body | None = None
+        body_location = "body"
+        body_fields: list[tuple[str, bool, dict[str, Any], str]] = []
+        consumes = list(op.get("consumes") or self.global_consumes)
+        form_fields: list[tuple[str, bool, dict[str, Any], str]] = []
+        for p, puri, pw in resolved:
+            name, loc = p["name"], p["in"]
+            schema = self.param_schema(p, puri, pw)
+            desc = _text(p.get("description"), 200)
+            if loc == "body":
+                media = self.pick_media(dict.fromkeys(consumes)) if consumes else "application/json"
+                body = Body(media, schema, bool(p.get("required")), False)
+                continue
+            if loc == "formData":
+                form_fields.append((name, bool(p.get("required")), schema, desc))
+                continue
+            if loc not in ("path", "query", "header", "cookie"):
+                self.warn(pw, f"parameter location {loc!r} is unknown; parameter ignored")
+                continue
+            required = True if loc == "path" else bool(p.get("required"))
+            params.append((name, loc, required, schema, desc, p.get("style"), p.get("explode")))
+        if form_fields:
+            media = next((m for m in consumes if m in FORM_MEDIA), "application/x-www-form-urlencoded")
+            if any(f[2].get("format") == "binary" for f in form_fields):
+                media = "multipart/form-data"
+            body = Body(media, None, any(f[1] for f in form_fields), True)
+            body_fields, body_location = form_fields, "form"
+        if not self.swagger:
+            body, body_location = self.oas3_body(op, uri, where)
+        if body is not None and body.schema is not None and not body_fields:
+            fields = self.object_fields(body.schema)
+            taken = {p[0] for p in params}
+            if fields is not None and not taken.intersection(f[0] for f in fields) and "body" not in taken:
+                body = Body(body.media_type, body.schema, body.required, True)
+                body_fields = [(n, r and body.required, s, d) for n, r, s, d in fields]
+                body_location = "form" if body.media_type in FORM_MEDIA else "body"
+        produces = list(op.get("produces") or self.root.get("produces") or [])
+        security = self.security(op.get("security"))
+        op_servers = self.servers(op.get("servers"), f"{where}/servers") or path_servers
+        tags = op.get("tags") if isinstance(op.get("tags"), list) else []
+        return _Draft(
+            method=method,
+            path=path,
+            operation_id=op.get("operationId") if isinstance(op.get("operationId"), str) else None,
+            summary=_text(op.get("summary"), 300),
+            description=_text(op.get("description")),
+            tags=tuple(str(t) for t in tags),
+            params=params,
+            body=body,
+            body_fields=body_fields,
+            body_location=body_location,
+            responses=self.responses(op.get("responses"), uri, f"{where}/responses", produces),
+            security=security if security is not None else global_security,
+            servers=op_servers,
+            deprecated=bool(op.get("deprecated")),
+            pointer=where,
+        )
+
+    def drafts(self) -> list[_Draft]:
+        paths = self.root.get("paths")
+        global_security = self.security(self.root.get("security")) or ()
+        out: list[_Draft] = []
+        if not isinstance(paths, dict):
+            return out
+        seen_ids: dict[str, str] = {}
+        for path, item_node in paths.items():
+            pw = f"/paths/{_esc(str(path))}"
+            if str(path).startswith("x-"):
+                continue
+            try:
+                item_loc = self.store.deref(item_node, self.uri)
+            except (KeyError, IndexError, SpecError) as exc:
+                self.warn(pw, f"path item $ref does not resolve ({exc}); path skipped")
+                continue
+            item = item_loc.node
+            if not isinstance(item, dict):
+                self.warn(pw, "path item is not an object; path skipped")
+                continue
+            path_servers = self.servers(item.get("servers"), f"{pw}/servers")
+            ops = [(m, item[m]) for m in METHODS if m in item]
+            extra = item.get("additionalOperations")  # OpenAPI 3.2
+            if isinstance(extra, dict):
+                ops += [(str(m).lower(), v) for m, v in extra.items()]
+            for method, op_node in ops:
+                ow = f"{pw}/{method}"
+                try:
+                    op_loc = self.store.deref(op_node, item_loc.uri)
+                    if not isinstance(op_loc.node, dict):
+                        raise TypeError("the operation is not an object")
+                    d = self.draft(
+                        method, str(path), op_loc.node, op_loc.uri, ow, item, item_loc.uri, global_security,
+                        path_servers,
+                    )  # fmt: skip
+                except (KeyError, IndexError, TypeError, ValueError, AttributeError, SpecError) as exc:
+                    self.warn(ow, f"operation skipped: {type(exc).__name__}: {exc}")
+                    continue
+                if d.operation_id:
+                    if d.operation_id in seen_ids:
+                        self.warn(
+                            ow,
+                            f"operationId {d.operation_id!r} is also used by {seen_ids[d.operation_id]}; "
+                            "both are kept under distinct Python names",
+                        )
+                    else:
+                        seen_ids[d.operation_id] = f"{method.upper()} {path}"
+                out.append(d)
+        return out
+
+    def build(self) -> ApiSpec:
+        if not isinstance(self.root, dict):
+            raise SpecError(
+                f"{self.source} is not an OpenAPI document: its top level is a {type(self.root).__name__}, "
+                "not an object.",
+                code="spec.not_openapi",
+                where=self.source,
+            )
+        version = str(self.root.get("openapi") or self.root.get("swagger") or "")
+        if not version:
+            if "paths" not in self.root:
+                raise SpecError(
+                    f"{self.source} is not an OpenAPI or Swagger document: it has no 'openapi', 'swagger' "
+                    "or 'paths' key at the top level.",
+                    code="spec.not_openapi",
+                    where=self.source,
+                )
+            self.warn("/", "no 'openapi' or 'swagger' version key; read as OpenAPI 3.0")
+            version = "3.0.0"
+        elif not re.match(r"^(2\.0|3\.[0-2])", version):
+            self.warn("/openapi", f"version {version!r} is not one this reader knows (2.0, 3.0–3.2); read as 3.x")
+        drafts = self.drafts()
+        webhooks = self.root.get("webhooks") if isinstance(self.root.get("webhooks"), dict) else {}
+        n_webhooks = sum(1 for v in webhooks.values() if isinstance(v, dict))
+        if not drafts:
+            if not isinstance(self.root.get("paths"), dict) and not webhooks:
+                raise SpecError(
+                    f"{self.source} has no operations: there is no 'paths' object"
+                    + (" (and no webhooks)." if not self.swagger else "."),
+                    code="spec.no_operations",
+                    where=self.source,
+                )
+            self.warn("/paths", f"no callable operations (webhooks: {n_webhooks}); search and execute will be empty")
+        names = assign_names(NameRequest(d.method, d.path, d.operation_id, d.tags) for d in drafts)
+        operations = tuple(self.finish(d, g, n) for d, (g, n) in zip(drafts, names, strict=True))
+        self.schemas.drain()
+        info = self.root.get("info") if isinstance(self.root.get("info"), dict) else {}
+        servers = self.swagger_servers() if self.swagger else self.servers(self.root.get("servers"), "/servers")
+        return ApiSpec(
+            title=_text(info.get("title"), 200) or "API",
+            version=str(info.get("version", "")),
+            spec_version=version,
+            description=_text(info.get("description"), 1000),
+            servers=servers,
+            operations=operations,
+            schemas=self.schemas.schemas,
+            security_schemes=self.security_schemes(),
+            warnings=tuple(self.warnings),
+            source=self.source,
+            content_hash=self.store.content_hash(),
+            webhooks=n_webhooks,
+        )
+
+    def finish(self, d: _Draft, group: str, name: str) -> Operation:
+        wire = [(p[0], p[1]) for p in d.params] + [(f[0], d.body_location) for f in d.body_fields]
+        if d.body is not None and not d.body.flattened:
+            wire.append(("body", "body"))
+        py = param_py_names(wire)
+        params: list[Param] = []
+        for (pname, loc, req, schema, desc, style, explode), pyn in zip(d.params, py, strict=False):
+            params.append(Param(pname, pyn, loc, req, schema, desc, style, explode))  # type: ignore[arg-type]
+        rest = py[len(d.params) :]
+        for (fname, req, schema, desc), pyn in zip(d.body_fields, rest, strict=False):
+            params.append(Param(fname, pyn, d.body_location, req, schema, desc))  # type: ignore[arg-type]
+        if d.body is not None and not d.body.flattened:
+            params.append(Param("body", rest[-1], "body", d.body.required, d.body.schema or {}, "request body"))
+        return Operation(
+            key=f"{group}.{name}",
+            group=group,
+            name=name,
+            method=d.method,
+            path=d.path,
+            operation_id=d.operation_id,
+            summary=d.summary,
+            description=d.description,
+            tags=d.tags,
+            params=tuple(params),
+            body=d.body,
+            responses=d.responses,
+            security=d.security,
+            servers=d.servers,
+            deprecated=d.deprecated,
+            pointer=d.pointer,
+        )
+
+
+def build_spec(store: DocumentStore, source: str) -> ApiSpec:
+    return _Builder(store, source).build()

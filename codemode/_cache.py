@@ -1,0 +1,102 @@
+"""Loading a spec into the IR, with an on-disk cache keyed by content hash.
+
+A restart with an unchanged spec reads one pickle instead of parsing the spec.
+The key covers the root document's bytes, the IR format version and the
+codemode version; for multi-file specs every other file's hash is checked too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from ._build import build_spec
+from ._errors import SpecError
+from ._ir import ApiSpec
+from ._loader import DocumentStore, find_root_in_folder
+
+__all__ = ["IR_FORMAT", "default_cache_dir", "load_spec"]
+
+IR_FORMAT = 3  # bump when the IR or the builder changes what it produces
+log = logging.getLogger("codemode.spec")
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("CODEMODE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "codemode"
+
+
+def _root_path(source: str) -> Path | None:
+    if source.startswith(("http://", "https://")):
+        return None
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise SpecError(f"spec not found: {source} does not exist.", code="spec.not_found", where=source)
+    return find_root_in_folder(path) if path.is_dir() else path
+
+
+def _file_hash(uri: str) -> str | None:
+    try:
+        return hashlib.sha256(Path(unquote(urlsplit(uri).path)).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def load_spec(source: str, *, cache_dir: Path | None = None, use_cache: bool = True) -> ApiSpec:
+    """Load ``source`` (a file, a folder of a multi-file spec, or an http(s) URL) into the IR."""
+    from . import __version__
+
+    root = _root_path(source)
+    entry: Path | None = None
+    if use_cache and root is not None:
+        try:
+            data = root.read_bytes()
+        except OSError as exc:
+            raise SpecError(f"cannot read {root}: {exc.strerror}.", code="spec.unreadable", where=str(root)) from None
+        key = hashlib.sha256(
+            f"{IR_FORMAT}|{__version__}|{root.resolve()}|".encode() + hashlib.sha256(data).digest()
+        ).hexdigest()
+        entry = (cache_dir or default_cache_dir()) / "ir" / f"{key}.pickle"
+        cached = _read_cache(entry)
+        if cached is not None:
+            return cached
+    store = DocumentStore.open(str(root) if root is not None else source)
+    spec = build_spec(store, source)
+    if entry is not None:
+        _write_cache(entry, store, spec)
+    return spec
+
+
+def _read_cache(entry: Path) -> ApiSpec | None:
+    try:
+        with entry.open("rb") as fh:
+            deps, spec = pickle.load(fh)  # noqa: S301 - our own cache file, in the user's own cache dir
+    except FileNotFoundError:
+        return None
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError) as exc:
+        log.warning("ignoring unreadable IR cache %s (%s)", entry, type(exc).__name__)
+        return None
+    if not isinstance(spec, ApiSpec) or any(_file_hash(uri) != h for uri, h in deps.items()):
+        return None
+    log.debug("IR cache hit %s", entry)
+    return spec
+
+
+def _write_cache(entry: Path, store: DocumentStore, spec: ApiSpec) -> None:
+    deps = {uri: h for uri, h in store.hashes.items() if uri != store.root_uri and uri.startswith("file://")}
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump((deps, spec), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, entry)
+    except OSError as exc:  # a read-only cache dir must not stop the server
+        log.warning("could not write IR cache %s: %s", entry, exc.strerror)

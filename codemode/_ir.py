@@ -1,0 +1,159 @@
+"""The intermediate representation (IR) of an API spec.
+
+A spec is parsed once into an :class:`ApiSpec`. Search, signatures, the guest
+client, argument validation and dry runs all read this IR, never the raw spec.
+Schemas are kept by reference (``{"$ref": "#/components/schemas/Name"}``) in
+``ApiSpec.schemas``; nothing is inlined, so reference cycles cost nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "READ_METHODS",
+    "SCHEMA_REF_PREFIX",
+    "ApiSpec",
+    "Body",
+    "Operation",
+    "Param",
+    "ParamLocation",
+    "Response",
+    "SecurityScheme",
+    "SpecWarning",
+]
+
+SCHEMA_REF_PREFIX = "#/components/schemas/"
+READ_METHODS = frozenset({"get", "head", "options"})
+
+ParamLocation = Literal["path", "query", "header", "cookie", "body", "form"]
+"""``body`` is a field of a flattened JSON body, ``form`` a field of a form body."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpecWarning:
+    """Something imperfect in the spec that was tolerated. ``pointer`` is a JSON pointer."""
+
+    pointer: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.pointer or '/'}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str  # name on the wire
+    py_name: str  # keyword argument name in Python
+    location: ParamLocation
+    required: bool
+    schema: dict[str, Any]
+    description: str = ""
+    style: str | None = None
+    explode: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    media_type: str
+    schema: dict[str, Any] | None
+    required: bool
+    flattened: bool  # True: fields are Params with location "body"/"form"; False: one ``body`` param
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: str  # "200", "2XX", "default"
+    description: str
+    media_type: str | None
+    schema: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    key: str  # "group.name": the Python path below ``api``
+    group: str
+    name: str
+    method: str  # lower case
+    path: str  # path template, verbatim
+    operation_id: str | None
+    summary: str
+    description: str
+    tags: tuple[str, ...]
+    params: tuple[Param, ...]
+    body: Body | None
+    responses: tuple[Response, ...]
+    security: tuple[tuple[str, ...], ...]  # alternatives; each is an AND of scheme names; () = none
+    servers: tuple[str, ...]  # operation- or path-level servers, overriding the spec's
+    deprecated: bool
+    pointer: str  # JSON pointer of the operation in the source spec
+
+    @property
+    def label(self) -> str:
+        """``GET /pets/{id}``: the verbatim method and path template."""
+        return f"{self.method.upper()} {self.path}"
+
+    @property
+    def read_only(self) -> bool:
+        return self.method in READ_METHODS
+
+    @property
+    def scopes(self) -> tuple[str, str]:
+        """Scopes a token needs to call this operation: the access class and the operation.
+
+        This is the seam for the OAuth portal: ``read``/``write`` for coarse grants and
+        ``op:<group.name>`` for a grant of exactly this operation.
+        """
+        return ("read" if self.read_only else "write", f"op:{self.key}")
+
+    def success_response(self) -> Response | None:
+        for r in self.responses:
+            if r.status.startswith("2"):
+                return r
+        for r in self.responses:
+            if r.status == "default":
+                return r
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityScheme:
+    name: str
+    type: str  # apiKey | http | oauth2 | openIdConnect | mutualTLS
+    scheme: str | None = None  # http: bearer | basic | ...
+    location: str | None = None  # apiKey: header | query | cookie
+    param_name: str | None = None  # apiKey: header/query/cookie name
+    token_url: str | None = None  # oauth2 client credentials
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class ApiSpec:
+    title: str
+    version: str
+    spec_version: str  # "2.0", "3.0.3", "3.1.0", ...
+    description: str
+    servers: tuple[str, ...]
+    operations: tuple[Operation, ...]
+    schemas: dict[str, dict[str, Any]]  # display name -> schema (refs point into this dict)
+    security_schemes: dict[str, SecurityScheme]
+    warnings: tuple[SpecWarning, ...]
+    source: str
+    content_hash: str
+    webhooks: int = 0
+    _by_key: dict[str, Operation] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_key = {op.key: op for op in self.operations}
+
+    @property
+    def dialect(self) -> Literal["oas30", "oas31"]:
+        return "oas31" if self.spec_version.startswith(("3.1", "3.2")) else "oas30"
+
+    def operation(self, key: str) -> Operation | None:
+        return self._by_key.get(key)
+
+    def schema_root(self) -> dict[str, Any]:
+        """A document in which every schema ``$ref`` of this IR resolves."""
+        return {"components": {"schemas": self.schemas}}

@@ -1,0 +1,178 @@
+"""The second wall: a static check of model-written code before it runs.
+
+The isolate (:mod:`._wasm`) is the security boundary; this check rejects
+code that is plainly trying to reach around it, with a message a model can act
+on. It parses the code and walks it with a policy subclass of RestrictedPython's
+``RestrictingNodeTransformer``. Only the verdict is used: the ORIGINAL source
+(not RestrictedPython's transformed code) is what runs in the isolate.
+
+Rules (each problem is reported with its line):
+
+* attributes starting with ``__`` (``x.__class__``), except ``super().__init__``;
+* names starting with ``__`` (``__builtins__``, ``__import__``), except dunder
+  methods defined in a class body (``def __init__(self)``);
+* the builtins ``exec eval compile open __import__ globals locals vars
+  breakpoint input getattr setattr delattr``;
+* frame/code/traceback introspection attributes (``f_globals``, ``tb_frame``...);
+* format strings reaching dunder attributes (``"{0.__class__}"``);
+* imports outside the allow-list, relative imports and ``*`` imports.
+
+Single-underscore names (``_``, ``_private``, ``obj._asdict()``) are allowed:
+RestrictedPython's own opinions (no ``_`` names, no augmented assignment of
+attributes, no ``print``...) are deliberately dropped, as they guard
+RestrictedPython's runtime, which is not used here.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Any
+
+from RestrictedPython import compile_restricted_exec
+from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTransformer
+
+from .._errors import UsageError
+
+__all__ = ["BLOCKED_BUILTINS", "check_code"]
+
+_DYNAMIC = "dynamic code execution is blocked"
+_INTROSPECTION = "introspection builtins are blocked"
+_NO_IO = "there is no file system or terminal in the sandbox"
+BLOCKED_BUILTINS: dict[str, str] = {
+    "exec": _DYNAMIC,
+    "eval": _DYNAMIC,
+    "compile": _DYNAMIC,
+    "__import__": _DYNAMIC,
+    "globals": _INTROSPECTION,
+    "locals": _INTROSPECTION,
+    "vars": _INTROSPECTION,
+    "getattr": _INTROSPECTION,
+    "setattr": _INTROSPECTION,
+    "delattr": _INTROSPECTION,
+    "open": _NO_IO,
+    "input": _NO_IO,
+    "breakpoint": _NO_IO,
+}
+_FORMAT_DUNDER = re.compile(r"\{[^{}]*\.__")
+
+
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+class _Policy(RestrictingNodeTransformer):
+    """Codemode's rules on top of RestrictedPython's walker."""
+
+    allowed_modules: frozenset[str] = frozenset()
+
+    # RestrictedPython's own complaints are dropped (see module docstring);
+    # ours go through `reject` into `errors` (formatted 'line N: ...').
+    def error(self, node: ast.AST, info: str) -> None:
+        return None
+
+    def warn(self, node: ast.AST, info: str) -> None:
+        return None
+
+    def reject(self, node: ast.AST, message: str) -> None:
+        line = int(getattr(node, "lineno", 0) or 0)
+        self.errors.append(f"line {line}: {message}")
+
+    def not_allowed(self, node: ast.AST) -> None:  # async, match, nonlocal...: harmless
+        self.node_contents_visit(node)
+
+    def check_name(self, node: Any, name: str | None, allow_magic_methods: bool = False) -> None:
+        if name is None or not name.startswith("__"):
+            return
+        if allow_magic_methods and _is_dunder(name) and getattr(node, "col_offset", 0) != 0:
+            return  # a dunder method defined inside a class body
+        if name in BLOCKED_BUILTINS:
+            self.reject(node, f"use of {name!r} is not allowed ({BLOCKED_BUILTINS[name]})")
+        else:
+            self.reject(node, f"name {name!r} is not allowed (names starting with '__' are blocked)")
+
+    def visit_Name(self, node: ast.Name) -> Any:
+        if node.id in BLOCKED_BUILTINS and not node.id.startswith("__"):
+            self.reject(node, f"use of {node.id!r} is not allowed ({BLOCKED_BUILTINS[node.id]})")
+        return super().visit_Name(node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> Any:
+        attr = node.attr
+        if attr.startswith("__"):
+            is_super_init = (
+                attr == "__init__"
+                and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Name)
+                and node.value.func.id == "super"
+            )
+            if not is_super_init:
+                self.reject(node, f"access to {attr!r} is not allowed (dunder attributes are blocked)")
+        elif attr in INSPECT_ATTRIBUTES:
+            self.reject(node, f"access to {attr!r} is not allowed (frame and code introspection is blocked)")
+        return self.node_contents_visit(node)
+
+    def visit_Constant(self, node: ast.Constant) -> Any:
+        if isinstance(node.value, str) and _FORMAT_DUNDER.search(node.value):
+            self.reject(node, "format fields reaching dunder attributes are not allowed (e.g. '{0.__class__}')")
+        return self.node_contents_visit(node)
+
+    def _check_module(self, node: ast.AST, module: str) -> None:
+        if module not in self.allowed_modules:
+            listing = ", ".join(sorted(self.allowed_modules))
+            self.reject(node, f"import of {module!r} is not allowed (allowed modules: {listing})")
+
+    def visit_Import(self, node: ast.Import) -> Any:
+        for alias in node.names:
+            self._check_module(node, alias.name)
+            self.check_name(node, alias.asname)
+        return self.node_contents_visit(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> Any:
+        module = node.module or ""
+        if node.level:
+            self.reject(node, "relative imports are not allowed")
+        elif module in self.allowed_modules:
+            pass
+        else:
+            children = [f"{module}.{alias.name}" for alias in node.names]
+            if not all(child in self.allowed_modules for child in children):
+                self._check_module(node, module)
+        for alias in node.names:
+            if alias.name == "*":
+                self.reject(node, "'*' imports are not allowed")
+            self.check_name(node, alias.name)
+            self.check_name(node, alias.asname)
+        return self.node_contents_visit(node)
+
+
+def _syntax_error(exc: SyntaxError) -> UsageError:
+    line = exc.lineno or 0
+    parts = [f"syntax error at line {line}: {exc.msg}"]
+    if exc.text:
+        text = exc.text.rstrip("\n")
+        stripped = text.lstrip()
+        parts.append("    " + stripped)
+        column = max((exc.offset or 1) - 1 - (len(text) - len(stripped)), 0)
+        parts.append("    " + " " * column + "^")
+    return UsageError("\n".join(parts), code="code.syntax")
+
+
+def check_code(code: str, *, allowed_modules: frozenset[str]) -> None:
+    """Raise :class:`UsageError` (``code.rejected`` / ``code.syntax``) unless ``code`` passes the policy."""
+    try:
+        tree = ast.parse(code, filename="<code>", mode="exec")
+    except SyntaxError as exc:
+        raise _syntax_error(exc) from None
+    except ValueError as exc:  # e.g. source containing NUL bytes
+        raise UsageError(f"syntax error: {exc}", code="code.syntax") from None
+
+    policy = type("_BoundPolicy", (_Policy,), {"allowed_modules": frozenset(allowed_modules)})
+    try:
+        errors = list(compile_restricted_exec(tree, filename="<code>", policy=policy).errors)
+    except (SyntaxError, ValueError, TypeError):  # pragma: no cover - compiling the transformed tree
+        errors = []
+    problems = sorted(set(errors), key=lambda text: (int(text.split(":", 1)[0].split()[1]), text))
+    if problems:
+        count = len(problems)
+        head = f"the code was rejected by the sandbox policy ({count} problem{'s' if count > 1 else ''}):"
+        raise UsageError("\n".join([head] + [f"  {text}" for text in problems]), code="code.rejected")

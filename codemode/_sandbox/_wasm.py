@@ -1,0 +1,218 @@
+"""The real sandbox: a fresh WebAssembly instance per run, deny-by-default.
+
+One :class:`wasmtime.Engine`, one compiled component and one linker are shared;
+every :meth:`WasmSandbox.run` gets a fresh ``Store`` and a fresh instance, so
+nothing (globals, builtins, module attributes, memory) survives a run.
+
+What the guest can reach: an empty ``WasiConfig`` (no files, no environment,
+no arguments, no sockets, no stdio), clocks and random numbers, and the host
+function ``host.call`` which only forwards the ``invoke`` and ``spec``
+channels to the caller's :data:`Bridge`.
+
+Limits: wall-clock time by epoch interruption (one daemon ticker thread for
+the whole process), linear memory by store limits, output/result size in the
+guest, code size before anything runs. Traps never escape :meth:`run`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import wasmtime
+from wasmtime.component import Component, Linker, Variant
+
+from .._errors import SandboxError
+from ._build import load_component, make_engine
+from ._protocol import (
+    CHANNELS,
+    Bridge,
+    GuestError,
+    RunOutcome,
+    SandboxLimits,
+    code_too_large,
+    guest_options,
+    limit_outcome,
+    outcome_from_guest,
+)
+
+__all__ = ["WasmSandbox"]
+
+logger = logging.getLogger("codemode.sandbox")
+
+TICK_SECONDS = 0.01
+HOST_INTERFACE = "codemode:sandbox/host"
+_MIB = 1024 * 1024
+
+
+class _Ticker:
+    """The one thread advancing the engine's epoch every ``TICK_SECONDS``."""
+
+    def __init__(self, engine: wasmtime.Engine) -> None:
+        self._engine = engine
+        self._thread = threading.Thread(target=self._loop, name="codemode-epoch-ticker", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(TICK_SECONDS)
+            self._engine.increment_epoch()
+
+
+def _err(kind: str, message: str) -> Variant:
+    return Variant("err", json.dumps({"kind": kind, "message": message, "status": None, "body": None, "operation": None}))
+
+
+class _State(threading.local):
+    bridge: Bridge | None = None
+
+
+class WasmSandbox:
+    """Runs code in a fresh wasm isolate per call. Thread-safe."""
+
+    def __init__(self, cache_dir: Path | None = None, limits: SandboxLimits | None = None) -> None:
+        self.cache_dir = cache_dir
+        self.limits = limits or SandboxLimits()
+        self._lock = threading.Lock()
+        self._ready = False
+        self._state = _State()
+        self._engine: wasmtime.Engine | None = None
+        self._component: Component | None = None
+        self._linker: Linker | None = None
+        self._ticker: _Ticker | None = None
+
+    # -- setup -----------------------------------------------------------
+    def prepare(self) -> None:
+        """Build, compile and load the isolate (idempotent, thread-safe)."""
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            start = time.perf_counter()
+            engine = make_engine()
+            component = load_component(engine, self.cache_dir)
+            linker = Linker(engine)
+            linker.add_wasip2()
+            with linker.root() as root, root.add_instance(HOST_INTERFACE) as host:
+                host.add_func("call", self._host_call)
+            self._engine, self._component, self._linker = engine, component, linker
+            self._ticker = _Ticker(engine)
+            self._ready = True
+            logger.info("wasm sandbox ready in %.1f ms", (time.perf_counter() - start) * 1e3)
+
+    # -- the one host callback ---------------------------------------------
+    def _host_call(self, _store: object, channel: str, payload: str) -> Variant:
+        # An exception escaping a host callback becomes a guest trap and goes
+        # through wasmtime-py's process-global LAST_EXCEPTION (not thread-safe),
+        # so *everything* must become an `err` result here.
+        bridge = self._state.bridge
+        if bridge is None:
+            return _err("internal", "no bridge is active for this run")
+        if channel not in CHANNELS:
+            return _err("not_allowed", f"unknown channel {channel!r}")
+        try:
+            ok, answer = bridge(channel, payload)
+            if not isinstance(answer, str):
+                raise TypeError(f"bridge returned {type(answer).__name__}, not str")
+            return Variant("ok" if ok else "err", answer)
+        except Exception as exc:  # noqa: BLE001 - the host-callback boundary (see above)
+            logger.exception("sandbox bridge raised on channel %r", channel)
+            return _err("internal", f"host bridge failed on channel {channel!r}: {type(exc).__name__}")
+
+    # -- running -------------------------------------------------------------
+    def run(
+        self,
+        code: str,
+        bridge: Bridge,
+        *,
+        inject: Sequence[str] = ("api",),
+        limits: SandboxLimits | None = None,
+    ) -> RunOutcome:
+        limits = limits or self.limits
+        rejected = code_too_large(code, limits)
+        if rejected is not None:
+            return rejected
+        options = guest_options(inject, limits)
+        self.prepare()
+        assert self._engine is not None and self._component is not None and self._linker is not None
+        start = time.perf_counter()
+        store = wasmtime.Store(self._engine)
+        store.set_wasi(wasmtime.WasiConfig())
+        store.set_limits(memory_size=limits.memory_mb * _MIB)
+        store.set_epoch_deadline(max(1, round(limits.timeout_seconds / TICK_SECONDS)))
+        previous = self._state.bridge
+        self._state.bridge = bridge
+        try:
+            instance = self._linker.instantiate(store, self._component)
+            func = instance.get_func(store, "run")
+            if func is None:
+                raise SandboxError("the isolate has no `run` export", code="sandbox.broken")
+            answer = func(store, code, options)
+        except wasmtime.ExitTrap as exc:
+            return limit_outcome(None, "SystemExit", f"the code exited the isolate (exit status {exc.code})", _ms(start))
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            return _trap_outcome(exc, limits, _ms(start))
+        finally:
+            self._state.bridge = previous
+            store.close()
+        duration = _ms(start)
+        if not isinstance(answer, Variant) or not isinstance(answer.payload, str) or answer.tag != "ok":
+            # The guest runtime itself failed (possibly sabotaged by the code).
+            detail = answer.payload[:500] if isinstance(answer, Variant) else type(answer).__name__
+            logger.warning("isolate runtime failed: %s", detail)
+            return limit_outcome(None, "IsolateError", f"the sandbox runtime failed: {detail}", duration)
+        try:
+            outcome = outcome_from_guest(answer.payload, limits, duration)
+        except (ValueError, TypeError, AttributeError) as exc:
+            logger.warning("isolate answered malformed JSON: %s", exc)
+            return limit_outcome(None, "IsolateError", "the sandbox runtime returned a malformed answer", duration)
+        if outcome.error is not None and outcome.error.type == "MemoryError":
+            outcome = _memory_outcome(outcome, limits)
+        return outcome
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1e3
+
+
+def _trap_outcome(exc: wasmtime.Trap | wasmtime.WasmtimeError, limits: SandboxLimits, duration_ms: float) -> RunOutcome:
+    code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
+    text = str(exc)
+    # wasmtime puts a wasm backtrace first and the cause ("wasm trap: ...") last.
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    first = lines[-1] if lines else type(exc).__name__
+    if code == wasmtime.TrapCode.INTERRUPT or "wasm trap: interrupt" in text:
+        return limit_outcome(
+            "timeout_seconds",
+            "TimeoutError",
+            f"execution exceeded timeout_seconds={limits.timeout_seconds}",
+            duration_ms,
+        )
+    if code == wasmtime.TrapCode.STACK_OVERFLOW or "stack overflow" in text or "call stack exhausted" in text:
+        return limit_outcome(None, "RecursionError", "the isolate's call stack overflowed (wasm stack overflow)", duration_ms)
+    if "memory" in text and ("limit" in text or "grow" in text or "allocation" in text):
+        return _memory_outcome(limit_outcome(None, "MemoryError", "out of memory", duration_ms), limits)
+    logger.warning("isolate trapped: %s", first)
+    return limit_outcome(None, "IsolateTrap", f"the isolate stopped with a trap: {first}", duration_ms)
+
+
+def _memory_outcome(outcome: RunOutcome, limits: SandboxLimits) -> RunOutcome:
+    err = outcome.error
+    assert err is not None
+    note = f"memory limit reached: execution exceeded memory_mb={limits.memory_mb}"
+    message = f"{err.message} ({note})" if err.message else note
+    return RunOutcome(
+        ok=False,
+        stdout=outcome.stdout,
+        stdout_truncated=outcome.stdout_truncated,
+        result=None,
+        error=GuestError(type=err.type, message=message, line=err.line, traceback=err.traceback),
+        limit="memory_mb",
+        duration_ms=outcome.duration_ms,
+        notes=outcome.notes,
+    )

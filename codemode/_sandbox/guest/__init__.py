@@ -1,0 +1,1 @@
+"""Guest program sources (shipped as package data, built into the wasm component)."""

@@ -1,0 +1,158 @@
+"""Copying schemas into the IR without inlining them.
+
+Every ``$ref`` met inside a schema is turned into a reference to a *named*
+schema in the IR (``#/components/schemas/<Name>``); the named schema is copied
+once, later, from a work queue. Cycles therefore cost nothing, and a spec never
+grows when loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import Any
+
+from ._errors import SpecError
+from ._ir import SCHEMA_REF_PREFIX, SpecWarning
+from ._loader import DocumentStore
+
+__all__ = ["SchemaCollector"]
+
+_MAX_DESCRIPTION = 400
+# Keys kept from a schema. Everything else (x-*, xml, externalDocs, examples…) is dropped.
+_KEEP = frozenset(
+    {
+        "type", "format", "enum", "const", "default", "nullable", "readOnly", "writeOnly", "deprecated",
+        "title", "description", "example", "items", "properties", "additionalProperties", "required",
+        "allOf", "oneOf", "anyOf", "not", "discriminator", "minimum", "maximum", "exclusiveMinimum",
+        "exclusiveMaximum", "minLength", "maxLength", "pattern", "minItems", "maxItems", "uniqueItems",
+        "minProperties", "maxProperties", "multipleOf", "prefixItems", "patternProperties", "contentMediaType",
+    }
+)  # fmt: skip
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties"})
+_SCHEMA_LISTS = frozenset({"allOf", "oneOf", "anyOf", "prefixItems"})
+_SCHEMA_ONE = frozenset({"items", "additionalProperties", "not"})
+_NAME_CLEAN = re.compile(r"[^0-9A-Za-z_]+")
+
+
+def _python_name(raw: str) -> str:
+    """Schema names are shown as Python types: ``global-advisory`` -> ``GlobalAdvisory``."""
+    if raw.isidentifier() and raw.isascii():
+        return raw
+    words = [w for w in _NAME_CLEAN.sub(" ", raw.replace("-", " ").replace(".", " ")).split() if w]
+    name = "".join(w[:1].upper() + w[1:] for w in words) or "Schema"
+    return name if not name[0].isdigit() else f"S{name}"
+
+
+class SchemaCollector:
+    def __init__(self, store: DocumentStore, warnings: list[SpecWarning]) -> None:
+        self.store = store
+        self.warnings = warnings
+        self.schemas: dict[str, dict[str, Any]] = {}
+        self._names: dict[tuple[str, str], str] = {}
+        self._queue: deque[tuple[str, str, str]] = deque()  # (name, uri, pointer)
+        self._dangling: set[str] = set()
+
+    def _where(self, uri: str, pointer: str) -> str:
+        short = self.store.short(uri)
+        return f"{short}#{pointer}" if short else pointer
+
+    def _name_for(self, uri: str, pointer: str) -> str:
+        key = (uri, pointer)
+        if key in self._names:
+            return self._names[key]
+        parts = [p for p in pointer.split("/") if p]
+        if parts:
+            base = parts[-1].replace("~1", "/").replace("~0", "~")
+            if base in ("schema", "items") and len(parts) > 1:
+                base = "_".join(parts[-3:])
+        else:
+            base = uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        base = _python_name(base)
+        name, n = base, 1
+        while name in self.schemas or name in self._names.values():
+            n += 1
+            name = f"{base}_{n}"
+        self._names[key] = name
+        self.schemas[name] = {}  # placeholder until the queue fills it
+        self._queue.append((name, uri, pointer))
+        return name
+
+    def ref(self, ref: str, base_uri: str, where: str) -> dict[str, Any]:
+        """A reference to the named IR schema for ``ref``; ``{}`` (any) when it dangles."""
+        uri, pointer = self.store.split_ref(ref, base_uri)
+        try:
+            self.store.resolve(ref, base_uri)
+        except (KeyError, IndexError, ValueError, TypeError, SpecError):
+            self._dangle(ref, where)
+            return {}
+        return {"$ref": SCHEMA_REF_PREFIX + self._name_for(uri, pointer)}
+
+    def _dangle(self, ref: str, where: str) -> None:
+        if ref not in self._dangling:
+            self._dangling.add(ref)
+            self.warnings.append(SpecWarning(where, f"$ref {ref!r} does not resolve; treated as any value"))
+
+    def convert(self, node: Any, base_uri: str, where: str) -> dict[str, Any]:
+        """Copy one schema, turning refs into IR refs. Never follows a ref."""
+        if not isinstance(node, dict):
+            if node is True or node is None:
+                return {}
+            if node is False:
+                return {"not": {}}
+            self.warnings.append(SpecWarning(where, f"schema is a {type(node).__name__}, not an object; ignored"))
+            return {}
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            out = self.ref(ref, base_uri, where)
+            desc = node.get("description")
+            if out and isinstance(desc, str) and desc:  # 3.1 allows siblings next to $ref
+                out = {"allOf": [out], "description": desc[:_MAX_DESCRIPTION]}
+            return out
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key not in _KEEP:
+                if key == "x-nullable" and value is True:
+                    out["nullable"] = True
+                continue
+            if key in _SCHEMA_MAPS and isinstance(value, dict):
+                if isinstance(value.get("$ref"), str) and len(value) == 1:  # a whole map by reference
+                    try:
+                        located = self.store.resolve(value["$ref"], base_uri)
+                    except (KeyError, IndexError, ValueError, TypeError, SpecError):
+                        self._dangle(value["$ref"], f"{where}/{key}")
+                        continue
+                    value, base_uri = located.node, located.uri
+                    if not isinstance(value, dict):
+                        continue
+                out[key] = {
+                    str(k): self.convert(v, base_uri, f"{where}/{key}/{k}") for k, v in value.items()
+                }
+            elif key in _SCHEMA_LISTS and isinstance(value, list):
+                out[key] = [self.convert(v, base_uri, f"{where}/{key}/{i}") for i, v in enumerate(value)]
+            elif key in _SCHEMA_ONE and isinstance(value, (dict, bool)):
+                out[key] = self.convert(value, base_uri, f"{where}/{key}") if isinstance(value, dict) else value
+            elif key == "description" and isinstance(value, str):
+                out[key] = value[:_MAX_DESCRIPTION]
+            elif key == "type" and value == "file":  # Swagger 2.0
+                out["type"], out["format"] = "string", "binary"
+            elif key == "required" and not isinstance(value, list):
+                continue  # a boolean ``required`` on a schema is a Swagger-ism; ignore it
+            else:
+                out[key] = value
+        return out
+
+    def drain(self) -> None:
+        """Copy every named schema that was referenced (each once)."""
+        while self._queue:
+            name, uri, pointer = self._queue.popleft()
+            where = self._where(uri, pointer)
+            located = self.store.resolve(f"{uri}#{pointer}", uri)
+            node = located.node
+            if isinstance(node, dict) and isinstance(node.get("$ref"), str) and len(node) == 1:
+                self.schemas[name] = self.ref(node["$ref"], uri, where)
+                if self.schemas[name].get("$ref") == SCHEMA_REF_PREFIX + name:
+                    self.warnings.append(SpecWarning(where, "schema is a $ref to itself; treated as any value"))
+                    self.schemas[name] = {}
+                continue
+            self.schemas[name] = self.convert(node, uri, where)

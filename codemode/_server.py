@@ -1,0 +1,257 @@
+"""The MCP server: exactly two tools, ``search`` and ``execute``, over one spec."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
+
+from ._credentials import Credentials
+from ._errors import ConfigError
+from ._execute import Executor
+from ._format import approx_tokens, format_execute, format_hits
+from ._ir import ApiSpec
+from ._render import describe_operation, render_schema
+from ._sandbox import Sandbox, WasmSandbox
+from ._scrub import Scrubber
+from ._search import SearchIndex
+from ._settings import ServerSettings
+from ._upstream import AuditHook, HttpxUpstream, Upstream
+
+__all__ = ["CodemodeServer", "Transport"]
+
+log = logging.getLogger("codemode.server")
+Transport = Literal["stdio", "sse", "http"]
+
+SEARCH_DESCRIPTION = """\
+Find the operations of the {title} API ({n} operations) for a task. Returns compact typed Python \
+signatures, each beside its HTTP method and path. Use them inside `execute`.
+- query: what you want to do, in plain words ("create a DNS record").
+- tag / method / path_prefix: optional filters.
+- detail: "api.<group>.<name>" (or an operationId, or "GET /path") for one operation's full \
+parameters and request/response types; "schema:<Name>" for one type.
+- code: Python run in the sandbox with a read-only `spec` (spec.operations: list of dicts with \
+name, method, path, summary, tags, params; spec.schema(name); spec.schemas); set `result`."""
+
+EXECUTE_DESCRIPTION = """\
+Run Python in an isolated sandbox whose only capability is `api`, a typed client of the {title} \
+API. Call operations as `api.<group>.<name>(...)` exactly as `search` shows them, or \
+`api.call("operationId" or "METHOD /path", **kwargs)`. Calls are synchronous and return parsed JSON. \
+A failed call raises `ApiError` (.status, .body, .operation); catch it with try/except. \
+`print()` output and the JSON value of a variable named `result` are returned, with a log of the \
+calls made. No files, network, env or secrets; credentials are added by the server. Stdlib only: \
+json, re, math, datetime, collections, itertools, statistics… \
+dry_run=true answers every call with a schema-shaped stand-in and touches nothing."""
+
+INSTRUCTIONS = """\
+This server exposes the {title} API ({n} operations) through two tools.
+1. search(query) finds operations and shows them as typed Python signatures, \
+e.g. `api.pets.get(pet_id: int) -> Pet  # GET /pets/{{pet_id}}`. \
+Use search(detail="api.pets.get") for full parameter and response types.
+2. execute(code) runs your Python with `api` bound to this API: do the whole task in one \
+program (loops, filtering, joining results), print what matters or set `result`.
+Prefer one execute call that does many API calls over many tool calls. Never put credentials in \
+code: the server adds them. Write operations may be refused when the server is read-only."""
+
+
+class CodemodeServer:
+    """One spec served as an MCP server. Usable without the CLI."""
+
+    def __init__(
+        self,
+        spec: ApiSpec,
+        settings: ServerSettings | None = None,
+        *,
+        sandbox: Sandbox | None = None,
+        upstream: Upstream | None = None,
+        env: dict[str, str] | None = None,
+        audit_hooks: tuple[AuditHook, ...] = (),
+    ) -> None:
+        self.spec = spec
+        self.settings = settings or ServerSettings()
+        env = dict(os.environ) if env is None else env
+        self.credentials = Credentials.from_env(spec.security_schemes, env, prefix=self.settings.env_prefix)
+        self.scrubber = Scrubber([*self.credentials.secrets(), *self.settings.upstream.headers.values()])
+        self.sandbox = sandbox or WasmSandbox(limits=self.settings.execute.limits)
+        self._upstream = upstream
+        self._audit_hooks = audit_hooks
+        self._index: SearchIndex | None = None
+        self._index_ready = threading.Event()
+        self._executor: Executor | None = None
+        self.mcp = self._build_mcp()
+
+    # -- background preparation ------------------------------------------------------------
+    def start_background_work(self) -> None:
+        """Build the search index and ready the isolate off the start-up path."""
+        threading.Thread(target=self._build_index, name="codemode-index", daemon=True).start()
+        threading.Thread(target=self._prepare_sandbox, name="codemode-sandbox", daemon=True).start()
+
+    def _build_index(self) -> None:
+        if self._index is None:
+            self._index = SearchIndex(self.spec)
+        self._index_ready.set()
+
+    def _prepare_sandbox(self) -> None:
+        try:
+            self.sandbox.prepare()
+        except Exception:  # noqa: BLE001 - top-level of a background thread: log, execute reports later
+            log.exception("preparing the sandbox failed; execute will retry and report the error")
+
+    @property
+    def index(self) -> SearchIndex:
+        if not self._index_ready.is_set():
+            self._build_index()
+        assert self._index is not None
+        return self._index
+
+    # -- MCP wiring --------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _lifespan(self, _server: MCPServer[Any]) -> AsyncIterator[None]:
+        upstream = self._upstream or HttpxUpstream(
+            self.settings.upstream, credentials=self.credentials, scrubber=self.scrubber, audit_hooks=self._audit_hooks
+        )
+        self._executor = Executor(
+            self.spec, self.sandbox, upstream, self.settings.execute,
+            base_url=self.settings.upstream.base_url, scrubber=self.scrubber,
+        )  # fmt: skip
+        try:
+            yield None
+        finally:
+            self._executor = None
+            if self._upstream is None:
+                await upstream.aclose()
+
+    def executor(self) -> Executor:
+        if self._executor is None:
+            raise ConfigError("the server is not running (no lifespan)", code="config.not_running")
+        return self._executor
+
+    def _build_mcp(self) -> MCPServer[Any]:
+        title, n = self.spec.title, len(self.spec.operations)
+        mcp: MCPServer[Any] = MCPServer(
+            name=self.settings.name or f"codemode-{title.lower().replace(' ', '-')[:40]}",
+            instructions=INSTRUCTIONS.format(title=title, n=n),
+            lifespan=self._lifespan,
+        )
+        mcp.add_tool(
+            self.search,
+            name="search",
+            description=SEARCH_DESCRIPTION.format(title=title, n=n),
+            annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),
+            structured_output=False,
+        )
+        read_only = self.settings.execute.read_only
+        mcp.add_tool(
+            self.execute,
+            name="execute",
+            description=EXECUTE_DESCRIPTION.format(title=title),
+            annotations=ToolAnnotations(read_only_hint=read_only, destructive_hint=not read_only, open_world_hint=True),
+            structured_output=False,
+        )
+        return mcp
+
+    # -- the tools -----------------------------------------------------------------------------
+    async def search(
+        self,
+        query: Annotated[str, Field(description="the task, in plain words")] = "",
+        tag: str | None = None,
+        method: str | None = None,
+        path_prefix: str | None = None,
+        detail: str | None = None,
+        code: str | None = None,
+        limit: Annotated[int | None, Field(ge=1, le=50)] = None,
+    ) -> CallToolResult:
+        cfg = self.settings.search
+        if code:
+            report = await self.executor().run_search_code(code)
+            text, is_error = format_execute(report, max_chars=self.settings.execute.max_response_chars)
+            return _result(text, is_error)
+        if detail:
+            return self._detail(detail.strip())
+        n = min(limit or cfg.default_limit, cfg.max_limit)
+        hits = self.index.search(query, tag=tag, method=method, path_prefix=path_prefix, limit=n)
+        suggestions = [] if hits else self.index.suggest(query)
+        text = format_hits(
+            self.spec, query, [h.operation for h in hits], budget_tokens=cfg.max_response_tokens, suggestions=suggestions
+        )
+        return _result(text, False)
+
+    def _detail(self, target: str) -> CallToolResult:
+        budget = self.settings.search.detail_tokens * 4
+        if target.startswith("schema:"):
+            name = target.removeprefix("schema:").strip()
+            if name not in self.spec.schemas:
+                return _result(f"No schema named {name!r} in {self.spec.title}.", True)
+            return _result(render_schema(self.spec, name)[:budget], False)
+        from ._client import resolve_operation
+        from ._errors import CallError
+
+        try:
+            op = resolve_operation(self.spec, target.removeprefix("api."), by_target=True)
+        except CallError as exc:
+            return _result(exc.message, True)
+        return _result(describe_operation(self.spec, op, budget_chars=budget), False)
+
+    async def execute(
+        self,
+        code: Annotated[str, Field(description="Python to run; use `api`, print(), and `result`")],
+        dry_run: Annotated[bool, Field(description="stand-in responses, no upstream calls")] = False,
+    ) -> CallToolResult:
+        report = await self.executor().execute(code, dry_run=dry_run)
+        text, is_error = format_execute(report, max_chars=self.settings.execute.max_response_chars)
+        return _result(text, is_error)
+
+    # -- transports ----------------------------------------------------------------------------
+    def run(
+        self,
+        transport: Transport = "stdio",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        stateless: bool = False,
+        allowed_hosts: tuple[str, ...] = (),
+    ) -> None:
+        self.start_background_work()
+        if transport == "stdio":
+            self.mcp.run("stdio")
+            return
+        security = transport_security(host, port, allowed_hosts)
+        if transport == "sse":
+            self.mcp.run("sse", host=host, port=port, transport_security=security)
+        else:
+            self.mcp.run(
+                "streamable-http", host=host, port=port, stateless_http=stateless, json_response=stateless,
+                transport_security=security,
+            )  # fmt: skip
+
+    def http_app(self, *, stateless: bool = False, host: str = "127.0.0.1", port: int = 8000) -> Any:
+        """The streamable-HTTP ASGI app (for embedding under another ASGI server)."""
+        return self.mcp.streamable_http_app(
+            stateless_http=stateless, json_response=stateless, transport_security=transport_security(host, port, ()),
+            host=host,
+        )  # fmt: skip
+
+
+def transport_security(host: str, port: int, allowed_hosts: tuple[str, ...]) -> TransportSecuritySettings:
+    """DNS-rebinding protection: only loopback Host/Origin headers, plus any named explicitly."""
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *allowed_hosts]
+    origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    origins += [f"https://{h}" for h in allowed_hosts] + [f"http://{h}" for h in allowed_hosts]
+    if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):  # noqa: S104
+        hosts.append(f"{host}:{port}")
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def _result(text: str, is_error: bool) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=is_error)
+
+
+_ = approx_tokens  # re-exported for the bench

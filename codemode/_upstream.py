@@ -1,0 +1,538 @@
+"""The upstream HTTP layer: how calls from guest code reach the real API.
+
+:class:`HttpxUpstream` sends an :class:`UpstreamRequest` with one pooled
+``httpx.AsyncClient`` and returns an :class:`UpstreamResponse`:
+
+* Non-2xx statuses are returned, never raised; the caller decides what they mean.
+* Failures raise :class:`~codemode._errors.UpstreamError`: ``upstream.timeout``,
+  ``upstream.unreachable`` and ``upstream.response_too_large`` (the body is streamed
+  and reading stops at ``max_response_bytes``).
+* Idempotent methods (GET HEAD OPTIONS PUT DELETE) are retried on 429/502/503/504 and on
+  connection failures, with exponential backoff and jitter, honouring ``Retry-After``
+  (seconds or HTTP date). No single wait exceeds ``max_retry_wait_seconds``; when
+  ``Retry-After`` asks for more, the response is returned as it is.
+* Credentials are injected host-side (:class:`~codemode._credentials.Credentials`), and
+  the body and headers handed back pass through a :class:`~codemode._scrub.Scrubber`.
+* Each :meth:`HttpxUpstream.send` reports exactly one :class:`AuditEvent` to every audit
+  hook. Events carry no query values, headers or payloads.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json as jsonlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self
+
+import anyio
+import httpx
+import pydantic
+
+from codemode._errors import ConfigError, UpstreamError
+from codemode._scrub import Scrubber
+
+if TYPE_CHECKING:
+    from codemode._credentials import Credentials
+
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "NO_BODY",
+    "RETRY_STATUSES",
+    "AuditEvent",
+    "AuditHook",
+    "HttpxUpstream",
+    "Upstream",
+    "UpstreamRequest",
+    "UpstreamResponse",
+    "UpstreamSettings",
+]
+
+logger = logging.getLogger("codemode.upstream")
+
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+_BACKOFF_BASE_SECONDS: Final = 0.5
+
+
+class _NoBody(enum.Enum):
+    """Sentinel type: the request has no JSON body (``None`` is a valid JSON body)."""
+
+    NO_BODY = "NO_BODY"
+
+
+NO_BODY: Final = _NoBody.NO_BODY
+
+
+class UpstreamSettings(pydantic.BaseModel):
+    """How to reach the upstream API. Invalid values raise :class:`ConfigError`."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str | None = None
+    timeout_seconds: float = pydantic.Field(30.0, gt=0)
+    connect_timeout_seconds: float = pydantic.Field(10.0, gt=0)
+    max_response_bytes: int = pydantic.Field(5_000_000, gt=0)
+    max_retries: int = pydantic.Field(2, ge=0, le=10)
+    max_retry_wait_seconds: float = pydantic.Field(10.0, ge=0)
+    headers: dict[str, str] = pydantic.Field(default_factory=dict)
+    verify_tls: bool = True
+    user_agent: str = "codemode-mcp"
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+                for err in exc.errors(include_input=False)
+            )
+            raise ConfigError(
+                f"Invalid upstream settings: {problems}.", code="config.upstream"
+            ) from None
+
+    def __repr_args__(self) -> Any:  # header values are secrets
+        for key, value in super().__repr_args__():
+            yield key, ({k: "[REDACTED]" for k in value} if key == "headers" else value)
+
+    @pydantic.field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"not a URL ({exc})") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return value
+
+    @pydantic.field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header_value in value.items():
+            if not name or any(c in name for c in ' \t\r\n:()<>@,;\\"/[]?={}'):
+                raise ValueError(f"invalid header name {name!r}")
+            if any(c in header_value for c in "\r\n\0"):
+                raise ValueError(f"the value of header {name!r} contains a line break")
+        return value
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """One call to make. ``url`` is absolute, or relative to ``base_url``."""
+
+    operation: str
+    method: str
+    url: str
+    params: list[tuple[str, str]] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    cookies: dict[str, str] = field(default_factory=dict)
+    json: Any = NO_BODY
+    data: dict[str, Any] | None = None
+    files: dict[str, Any] | None = None
+    content: bytes | None = None
+    security: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    """The (scrubbed) answer. ``body`` is JSON data, text, ``{"base64", "content_type"}``
+    for binary content, or ``None`` when empty."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+    elapsed_ms: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """What happened to one :meth:`Upstream.send`. ``url`` has query names, no values."""
+
+    operation: str
+    method: str
+    url: str
+    status: int | None
+    elapsed_ms: float
+    attempts: int
+    error: str | None
+
+
+AuditHook = Callable[[AuditEvent], None]
+
+
+class Upstream(Protocol):
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _RetryableConnectError(Exception):
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class HttpxUpstream:
+    """The :class:`Upstream` used in production, over one shared ``httpx.AsyncClient``.
+
+    ``sleep`` and ``rng`` are seams for tests (backoff waits and jitter).
+    """
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        *,
+        credentials: Credentials | None = None,
+        scrubber: Scrubber | None = None,
+        audit_hooks: Sequence[AuditHook] = (),
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.scrubber = scrubber if scrubber is not None else Scrubber()
+        self._credentials = credentials
+        self._hooks = tuple(audit_hooks)
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        for value in settings.headers.values():
+            self.scrubber.add(value, *value.split(None, 1)[1:])
+        if credentials is not None:
+            self.scrubber.add(*credentials.secrets())
+            credentials.bind(
+                transport=transport,
+                verify_tls=settings.verify_tls,
+                on_secret=self.scrubber.add,
+            )
+        timeout = httpx.Timeout(
+            settings.timeout_seconds,
+            connect=min(settings.connect_timeout_seconds, settings.timeout_seconds),
+        )
+        self._client = httpx.AsyncClient(
+            base_url=settings.base_url or "",
+            headers={"User-Agent": settings.user_agent, **settings.headers},
+            # A jar that accepts nothing: Set-Cookie from one call never leaks into the next.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+            timeout=timeout,
+            verify=settings.verify_tls,
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+        if self._credentials is not None:
+            await self._credentials.aclose()
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        method = request.method.upper()
+        started = time.perf_counter()
+        attempts = 0
+        status: int | None = None
+        error: str | None = None
+        audit_url = self._audit_url(request)
+        try:
+            if self._credentials is not None:
+                request = await self._credentials.apply(request)
+            outgoing = self._build(request, method)
+            audit_url = self._audit_url(request, outgoing.url)
+            while True:
+                attempts += 1
+                last = (
+                    attempts > self.settings.max_retries
+                    or method not in IDEMPOTENT_METHODS
+                )
+                deadline = anyio.current_time() + self.settings.timeout_seconds
+                try:
+                    response = await self._attempt(outgoing, deadline)
+                except _RetryableConnectError as exc:
+                    if last:
+                        raise exc.error from exc.__cause__
+                    await self._sleep(self._backoff(attempts))
+                    continue
+                try:
+                    status = response.status_code
+                    wait = None if last else self._retry_wait(response, attempts)
+                    if wait is None:
+                        body = await self._read_body(response, outgoing, deadline)
+                        return UpstreamResponse(
+                            status=status,
+                            headers=self.scrubber.scrub_headers(response.headers),
+                            body=self._decode(response, body),
+                            elapsed_ms=(time.perf_counter() - started) * 1000,
+                            attempts=attempts,
+                        )
+                finally:
+                    await response.aclose()
+                await self._sleep(wait)
+        except UpstreamError as exc:
+            error = exc.code
+            exc.operation = exc.operation or request.operation
+            raise
+        except BaseException as exc:  # re-raised: only recorded for the audit event
+            error = getattr(exc, "code", None) or type(exc).__name__
+            raise
+        finally:
+            self._audit(
+                AuditEvent(
+                    operation=request.operation,
+                    method=method,
+                    url=audit_url,
+                    status=status,
+                    elapsed_ms=(time.perf_counter() - started) * 1000,
+                    attempts=attempts,
+                    error=error,
+                )
+            )
+
+    # -- one attempt -------------------------------------------------------------------
+
+    def _build(self, request: UpstreamRequest, method: str) -> httpx.Request:
+        url = httpx.URL(request.url)
+        if not url.is_absolute_url and self.settings.base_url is None:
+            raise ConfigError(
+                f"Operation {request.operation!r} has a relative URL but no upstream base URL"
+                " is configured; set base_url (or give the spec a server URL).",
+                code="config.no_base_url",
+            )
+        kwargs: dict[str, Any] = {}
+        headers = dict(request.headers)
+        if request.json is None:  # httpx reads json=None as "no body"
+            kwargs["content"] = b"null"
+            if not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = "application/json"
+        elif request.json is not NO_BODY:
+            kwargs["json"] = request.json
+        if request.data is not None:
+            kwargs["data"] = request.data
+        if request.files is not None:
+            kwargs["files"] = request.files
+        if request.content is not None:
+            kwargs["content"] = request.content
+        # httpx replaces a URL's own query when params are given: keep both.
+        params: list[tuple[str, str | int | float | bool | None]] | None = None
+        if request.params:
+            params = [*url.params.multi_items(), *request.params]
+        return self._client.build_request(
+            method,
+            request.url,
+            params=params,
+            headers=headers,
+            cookies=request.cookies or None,
+            **kwargs,
+        )
+
+    def _where(self, outgoing: httpx.Request) -> str:
+        where = f"{outgoing.method} {_host_port(outgoing.url)}{outgoing.url.path}"
+        return self.scrubber.scrub_text(where)
+
+    async def _attempt(
+        self, outgoing: httpx.Request, deadline: float
+    ) -> httpx.Response:
+        where = self._where(outgoing)
+        s = self.settings
+        try:
+            with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                return await self._client.send(outgoing, stream=True)
+        except httpx.ConnectTimeout as exc:
+            raise _RetryableConnectError(
+                UpstreamError(
+                    f"{where}: could not connect to {_host_port(outgoing.url)} within"
+                    f" connect_timeout_seconds={s.connect_timeout_seconds:g}.",
+                    code="upstream.timeout",
+                )
+            ) from exc
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            reasons: dict[type[BaseException], str] = {
+                httpx.ReadTimeout: "no response data",
+                httpx.WriteTimeout: "could not send the request",
+                httpx.PoolTimeout: "no free connection",
+            }
+            which = reasons.get(type(exc), "no response")
+            raise UpstreamError(
+                f"{where}: {which} within timeout_seconds={s.timeout_seconds:g}.",
+                code="upstream.timeout",
+            ) from exc
+        except (
+            httpx.ConnectError,
+            httpx.RemoteProtocolError,
+            httpx.NetworkError,
+        ) as exc:
+            error = UpstreamError(
+                f"{where}: cannot reach {_host_port(outgoing.url)}"
+                f" ({type(exc).__name__}: {self.scrubber.scrub_text(_short_reason(exc))}).",
+                code="upstream.unreachable",
+            )
+            if isinstance(exc, httpx.ConnectError):
+                raise _RetryableConnectError(error) from exc
+            raise error from exc
+
+    async def _read_body(
+        self, response: httpx.Response, outgoing: httpx.Request, deadline: float
+    ) -> bytes:
+        cap = self.settings.max_response_bytes
+        where = self._where(outgoing)
+
+        def too_large(detail: str) -> UpstreamError:
+            return UpstreamError(
+                f"{where}: the response is larger than max_response_bytes={cap} ({detail});"
+                " ask for less (pagination, filters, fields) or raise the limit.",
+                code="upstream.response_too_large",
+                status=response.status_code,
+            )
+
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise too_large(f"Content-Length is {int(declared)}")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > cap:
+                        raise too_large(f"stopped reading after {size} bytes")
+                    chunks.append(chunk)
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise UpstreamError(
+                f"{where}: the response body did not arrive within"
+                f" timeout_seconds={self.settings.timeout_seconds:g}.",
+                code="upstream.timeout",
+            ) from exc
+        except httpx.HTTPError as exc:  # broken stream, bad encoding
+            raise UpstreamError(
+                f"{where}: the response could not be read ({type(exc).__name__}).",
+                code="upstream.unreachable",
+            ) from exc
+        return b"".join(chunks)
+
+    def _decode(self, response: httpx.Response, body: bytes) -> Any:
+        if not body:
+            return None
+        content_type = response.headers.get("content-type", "")
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media.endswith(("/json", "+json")):
+            try:
+                return self.scrubber.scrub_obj(jsonlib.loads(body))
+            except ValueError:
+                media = "text/plain"  # not JSON after all: hand it over as text
+        if _is_text(media):
+            charset = response.charset_encoding or "utf-8"
+            try:
+                text = body.decode(charset, errors="replace")
+            except LookupError:
+                text = body.decode("utf-8", errors="replace")
+            return self.scrubber.scrub_text(text)
+        if not media:
+            try:
+                return self.scrubber.scrub_text(body.decode("utf-8"))
+            except UnicodeDecodeError:
+                pass
+        if len(self.scrubber):  # a secret echoed in binary content is still a secret
+            body = self.scrubber.scrub_text(body.decode("latin-1")).encode("latin-1")
+        return {
+            "base64": base64.b64encode(body).decode("ascii"),
+            "content_type": media or "application/octet-stream",
+        }
+
+    # -- retries -----------------------------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with equal jitter, capped at max_retry_wait_seconds."""
+        ceiling: float = min(
+            self.settings.max_retry_wait_seconds,
+            _BACKOFF_BASE_SECONDS * 2.0 ** (attempt - 1),
+        )
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    def _retry_wait(self, response: httpx.Response, attempt: int) -> float | None:
+        """Seconds to wait before retrying ``response``, or None to return it."""
+        if response.status_code not in RETRY_STATUSES:
+            return None
+        retry_after = _parse_retry_after(response.headers.get("retry-after"))
+        if retry_after is None:
+            return self._backoff(attempt)
+        if retry_after > self.settings.max_retry_wait_seconds:
+            return None
+        return retry_after
+
+    # -- audit -------------------------------------------------------------------------
+
+    def _audit_url(self, request: UpstreamRequest, url: httpx.URL | None = None) -> str:
+        if url is None:
+            try:
+                url = httpx.URL(request.url)
+            except httpx.InvalidURL:
+                return "<invalid URL>"
+        names = [k for k, _ in url.params.multi_items()] + [
+            k for k, _ in request.params
+        ]
+        base = url.copy_with(query=None, fragment=None, username=None, password=None)
+        text = str(base)
+        if names:
+            text += "?" + "&".join(dict.fromkeys(names))
+        return self.scrubber.scrub_text(text)
+
+    def _audit(self, event: AuditEvent) -> None:
+        for hook in self._hooks:
+            try:
+                hook(event)
+            except Exception:  # a broken audit hook must never break a call
+                logger.warning("audit hook %r raised; ignored", hook, exc_info=True)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _is_text(media: str) -> bool:
+    return (
+        media.startswith("text/")
+        or media.endswith(("+xml", "/xml", "/javascript"))
+        or media
+        in (
+            "application/x-www-form-urlencoded",
+            "application/graphql",
+            "application/yaml",
+            "application/x-yaml",
+        )
+    )
+
+
+def _host_port(url: httpx.URL) -> str:
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
+    return f"{url.host}:{port}"
+
+
+def _short_reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."

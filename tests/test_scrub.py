@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from codemode._scrub import REDACTED, Scrubber, basic_auth_forms
+
+
+def test_substring_replaced_in_text() -> None:
+    s = Scrubber(["s3cr3t-token"])
+    assert s.scrub_text("token=s3cr3t-token; again s3cr3t-token") == (
+        f"token={REDACTED}; again {REDACTED}"
+    )
+
+
+def test_no_secrets_is_identity() -> None:
+    s = Scrubber()
+    obj = {"a": ["b", 1]}
+    assert s.scrub_obj(obj) is obj
+    assert s.scrub_text("anything") == "anything"
+    assert len(s) == 0
+
+
+def test_short_secret_only_whole_string() -> None:
+    s = Scrubber(["abc"])
+    assert s.scrub_text("abc") == REDACTED
+    assert s.scrub_text("abcdef and abc") == "abcdef and abc"
+    assert s.scrub_obj({"abc": "abc", "x": "xabc"}) == {REDACTED: REDACTED, "x": "xabc"}
+
+
+def test_empty_secret_ignored() -> None:
+    s = Scrubber(["", "longsecret"])
+    assert s.scrub_text("") == ""
+    assert len(s) > 0
+
+
+def test_nested_json_keys_and_values() -> None:
+    secret = "hunter2hunter2"
+    s = Scrubber([secret])
+    data: dict[str, Any] = {
+        "headers": {"Authorization": f"Bearer {secret}", secret: 1},
+        "list": [secret, {"deep": (f"x{secret}y",)}],
+        "n": 3,
+        "none": None,
+        "flag": True,
+    }
+    out = s.scrub_obj(data)
+    assert out == {
+        "headers": {"Authorization": f"Bearer {REDACTED}", REDACTED: 1},
+        "list": [REDACTED, {"deep": (f"x{REDACTED}y",)}],
+        "n": 3,
+        "none": None,
+        "flag": True,
+    }
+    assert data["list"][0] == secret  # input untouched
+
+
+def test_headers() -> None:
+    s = Scrubber(["tok-123456"])
+    assert s.scrub_headers({"X-Echo": "tok-123456", "Other": "fine"}) == {
+        "X-Echo": REDACTED,
+        "Other": "fine",
+    }
+
+
+def test_longest_secret_wins() -> None:
+    s = Scrubber(["abcdef", "abcdefghij"])
+    assert s.scrub_text("abcdefghij") == REDACTED
+    assert s.scrub_text("abcdefXX") == f"{REDACTED}XX"
+
+
+def test_regex_metacharacters_are_literal() -> None:
+    s = Scrubber(["a.b*c+d?"])
+    assert s.scrub_text("a.b*c+d?") == REDACTED
+    assert s.scrub_text("aXbbbcdd") == "aXbbbcdd"
+
+
+def test_url_encoded_form_is_scrubbed() -> None:
+    s = Scrubber(["key with/slash&amp"])
+    assert s.scrub_text("?k=key%20with%2Fslash%26amp") == f"?k={REDACTED}"
+    assert s.scrub_text("?k=key+with%2Fslash%26amp") == f"?k={REDACTED}"
+
+
+def test_add_rebuilds() -> None:
+    s = Scrubber()
+    assert s.scrub_text("later-secret") == "later-secret"
+    s.add("later-secret")
+    assert s.scrub_text("later-secret") == REDACTED
+    s.add("later-secret")  # no-op
+    assert s.scrub_text("x later-secret") == f"x {REDACTED}"
+
+
+def test_basic_auth_forms() -> None:
+    forms = basic_auth_forms("user", "pa55word")
+    encoded = base64.b64encode(b"user:pa55word").decode()
+    assert forms == ["pa55word", "user:pa55word", encoded, f"Basic {encoded}"]
+    s = Scrubber(forms)
+    assert (
+        s.scrub_text(f"Authorization: Basic {encoded}") == f"Authorization: {REDACTED}"
+    )
+
+
+def test_repr_hides_secrets() -> None:
+    s = Scrubber(["supersecretvalue"])
+    assert "supersecret" not in repr(s)
