@@ -73,8 +73,9 @@ class _Builder:
         self.uri = store.root_uri
         self.warnings: list[SpecWarning] = []
         self.schemas = SchemaCollector(store, self.warnings)
-        self.swagger = str(self.root.get("swagger", "")).startswith("2")
-        self.global_consumes: list[str] = list(self.root.get("consumes") or [])
+        is_map = isinstance(self.root, dict)
+        self.swagger = is_map and str(self.root.get("swagger", "")).startswith("2")
+        self.global_consumes: list[str] = list(self.root.get("consumes") or []) if is_map else []
 
     def warn(self, pointer: str, message: str) -> None:
         self.warnings.append(SpecWarning(pointer, message))

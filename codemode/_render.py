@@ -126,8 +126,10 @@ def ordered_params(op: Operation) -> tuple[list[Param], list[Param]]:
 
 def return_text(op: Operation) -> str:
     resp = op.success_response()
-    if resp is None or (resp.schema is None and resp.media_type is None):
+    if resp is None or resp.status == "204":
         return "None"
+    if resp.schema is None and resp.media_type is None:
+        return "Any"
     if resp.schema is None:
         return "str" if resp.media_type and resp.media_type.startswith("text/") else "Any"
     return type_text(resp.schema)

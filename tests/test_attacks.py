@@ -123,8 +123,9 @@ ATTACKS = [
     Attack("read_passwd", "result = open('/etc/passwd').read()", error_is("NameError"), "use of 'open'"),
     Attack("read_passwd_bypass", BYPASS + "result = B.open('/etc/passwd').read()", error_is("FileNotFoundError")),
     Attack("read_passwd_io", "import io\nresult = io.open('/etc/passwd').read()", error_is("FileNotFoundError")),
-    Attack("read_proc_environ", "import io\nresult = io.FileIO('/proc/self/environ').read()",
-           error_is("FileNotFoundError")),  # fmt: skip
+    Attack(
+        "read_proc_environ", "import io\nresult = io.FileIO('/proc/self/environ').read()", error_is("FileNotFoundError")
+    ),
     Attack("listdir_root", BYPASS + "result = I('os').listdir('/')", error_is("FileNotFoundError")),
     Attack("listdir_policy", "import os\nresult = os.listdir('/')", error_is("ImportError"), "import of 'os'"),
     Attack("write_file", BYPASS + "B.open('/tmp/codemode-pwned', 'w').write('x')", error_is("FileNotFoundError")),
@@ -133,8 +134,12 @@ ATTACKS = [
     Attack("socket", "import socket", error_is("ImportError", contains="'socket'"), "import of 'socket'"),
     Attack("socket_bypass", BYPASS + "I('socket')", error_is("ModuleNotFoundError")),
     Attack("raw_socket", BYPASS + "s = I('_socket').socket()", error_is("PermissionError")),
-    Attack("urllib_request", "import urllib.request\nurllib.request.urlopen('http://example.com')",
-           error_is("ImportError"), "import of 'urllib.request'"),  # fmt: skip
+    Attack(
+        "urllib_request",
+        "import urllib.request\nurllib.request.urlopen('http://example.com')",
+        error_is("ImportError"),
+        "import of 'urllib.request'",
+    ),
     Attack("urllib_request_bypass", BYPASS + "I('urllib.request')", error_is("ModuleNotFoundError")),
     Attack("subprocess", BYPASS + "I('subprocess').run(['id'])", error_is("ModuleNotFoundError")),
     Attack("ctypes", BYPASS + "I('ctypes').CDLL(None)", error_is("ModuleNotFoundError")),
@@ -142,8 +147,11 @@ ATTACKS = [
     Attack("os_fork", BYPASS + "I('os').fork()", error_is("AttributeError", contains="'fork'")),
     Attack("threading", "import threading", error_is("ImportError"), "import of 'threading'"),
     Attack("threading_bypass", BYPASS + "I('threading')", error_is("ModuleNotFoundError")),
-    Attack("raw_thread", BYPASS + "I('_thread').start_new_thread(print, ())",
-           error_is("RuntimeError", contains="can't start new thread")),  # fmt: skip
+    Attack(
+        "raw_thread",
+        BYPASS + "I('_thread').start_new_thread(print, ())",
+        error_is("RuntimeError", contains="can't start new thread"),
+    ),
     # -- CPU, time, memory, stack, output --------------------------------------
     Attack("while_true", "while True:\n    pass", timed_out),
     Attack("cpu_burn", "result = sum(i * i for i in range(10**12))", timed_out),
@@ -152,13 +160,23 @@ ATTACKS = [
     Attack("memory_bytearray", "x = bytearray(10**9)", out_of_memory),
     Attack("memory_string", "x = 'a' * 10**9", out_of_memory),
     Attack("deep_recursion", "def f(n):\n    return f(n + 1)\nf(0)", error_is("RecursionError")),
-    Attack("stack_exhaustion", BYPASS + "I('sys').setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1) + 1\nf(0)",
-           error_is("RecursionError", contains="stack")),  # fmt: skip
-    Attack("output_flood", "for i in range(200_000):\n    print('x' * 1000)\nresult = i",
-           lambda o, b: (result_is(199_999)(o, b), output_capped(o, b)), limits=SandboxLimits(memory_mb=64)),  # fmt: skip
+    Attack(
+        "stack_exhaustion",
+        BYPASS + "I('sys').setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1) + 1\nf(0)",
+        error_is("RecursionError", contains="stack"),
+    ),
+    Attack(
+        "output_flood",
+        "for i in range(200_000):\n    print('x' * 1000)\nresult = i",
+        lambda o, b: (result_is(199_999)(o, b), output_capped(o, b)),
+        limits=SandboxLimits(memory_mb=64),
+    ),
     Attack("huge_print", "print('x' * 10**7)\nresult = 1", lambda o, b: (result_is(1)(o, b), output_capped(o, b))),
-    Attack("huge_error_message", "raise ValueError('x' * 10**7)",
-           lambda o, b: (error_is("ValueError")(o, b), _short_message(o))),  # fmt: skip
+    Attack(
+        "huge_error_message",
+        "raise ValueError('x' * 10**7)",
+        lambda o, b: (error_is("ValueError")(o, b), _short_message(o)),
+    ),
     Attack("huge_result", "result = 'x' * 10**7", error_is("ResultTooLarge", limit="max_result_bytes")),
     # -- exiting ------------------------------------------------------------------
     Attack("os_exit", BYPASS + "I('os')._exit(7)", error_is("SystemExit", contains="exited the isolate")),
@@ -167,52 +185,82 @@ ATTACKS = [
     Attack("raise_keyboard_interrupt", "raise KeyboardInterrupt", error_is("KeyboardInterrupt")),
     Attack("raise_base_exception", "raise BaseException('x')", error_is("BaseException")),
     Attack("exit_builtin", "exit(0)", error_is("NameError")),
-    Attack("evil_str", "class E(Exception):\n    def __str__(self):\n        raise SystemExit\nraise E()",
-           error_is("E", contains="str() failed")),  # fmt: skip
-    Attack("evil_result", "class R:\n    def __str__(self):\n        raise KeyboardInterrupt\nresult = R()",
-           error_is("KeyboardInterrupt", contains="could not be converted")),  # fmt: skip
+    Attack(
+        "evil_str",
+        "class E(Exception):\n    def __str__(self):\n        raise SystemExit\nraise E()",
+        error_is("E", contains="str() failed"),
+    ),
+    Attack(
+        "evil_result",
+        "class R:\n    def __str__(self):\n        raise KeyboardInterrupt\nresult = R()",
+        error_is("KeyboardInterrupt", contains="could not be converted"),
+    ),
     # -- import tricks and introspection --------------------------------------
     Attack("importlib", "import importlib\nimportlib.import_module('os')", error_is("ImportError"), "'importlib'"),
     Attack("dunder_import", "__import__('os')", error_is("ImportError"), "use of '__import__'"),
     Attack("exec_string", "exec('import os')", error_is("ImportError"), "use of 'exec'"),
-    Attack("builtins_swap", "__builtins__['__import__'] = lambda *a, **k: None\nimport os\nresult = 1",
-           result_is(1), "name '__builtins__'"),  # fmt: skip
-    Attack("sys_modules_tamper", BYPASS + "S = I('sys')\nS.modules.clear()\nS.modules['os'] = 1\nresult = 1",
-           result_is(1)),  # fmt: skip
-    Attack("subclass_walk",
-           "found = {'system': False, 'popen': None, 'passwd': None}\n"
-           "for c in ().__class__.__bases__[0].__subclasses__():\n"
-           "    g = getattr(getattr(c, '__init__', None), '__globals__', None) or {}\n"
-           "    found['system'] = found['system'] or 'system' in g\n"
-           "    if 'popen' in g and found['popen'] is None:\n"
-           "        try:\n"
-           "            g['popen']('id')\n"
-           "        except Exception as e:\n"
-           "            found['popen'] = type(e).__name__\n"
-           "    if 'open' in g and found['passwd'] is None:\n"
-           "        try:\n"
-           "            g['open']('/etc/passwd')\n"
-           "        except Exception as e:\n"
-           "            found['passwd'] = type(e).__name__\n"
-           "result = found",
-           nothing_dangerous_in_subclasses, "access to '__class__'"),  # fmt: skip
-    Attack("frame_walk",
-           "try:\n    1 / 0\nexcept Exception as e:\n    f = e.__traceback__.tb_frame\n    out = []\n"
-           "    while f is not None:\n        out.append(f.f_code.co_filename)\n        f = f.f_back\n"
-           "    result = out",
-           no_host_frames, "access to '__traceback__'"),  # fmt: skip
-    Attack("format_escape", "result = '{0.__class__.__mro__}'.format(1)", result_is("(<class 'int'>, <class 'object'>)"),
-           "format fields reaching dunder attributes"),  # fmt: skip
+    Attack(
+        "builtins_swap",
+        "__builtins__['__import__'] = lambda *a, **k: None\nimport os\nresult = 1",
+        result_is(1),
+        "name '__builtins__'",
+    ),
+    Attack(
+        "sys_modules_tamper", BYPASS + "S = I('sys')\nS.modules.clear()\nS.modules['os'] = 1\nresult = 1", result_is(1)
+    ),
+    Attack(
+        "subclass_walk",
+        "found = {'system': False, 'popen': None, 'passwd': None}\n"
+        "for c in ().__class__.__bases__[0].__subclasses__():\n"
+        "    g = getattr(getattr(c, '__init__', None), '__globals__', None) or {}\n"
+        "    found['system'] = found['system'] or 'system' in g\n"
+        "    if 'popen' in g and found['popen'] is None:\n"
+        "        try:\n"
+        "            g['popen']('id')\n"
+        "        except Exception as e:\n"
+        "            found['popen'] = type(e).__name__\n"
+        "    if 'open' in g and found['passwd'] is None:\n"
+        "        try:\n"
+        "            g['open']('/etc/passwd')\n"
+        "        except Exception as e:\n"
+        "            found['passwd'] = type(e).__name__\n"
+        "result = found",
+        nothing_dangerous_in_subclasses,
+        "access to '__class__'",
+    ),
+    Attack(
+        "frame_walk",
+        "try:\n    1 / 0\nexcept Exception as e:\n    f = e.__traceback__.tb_frame\n    out = []\n"
+        "    while f is not None:\n        out.append(f.f_code.co_filename)\n        f = f.f_back\n"
+        "    result = out",
+        no_host_frames,
+        "access to '__traceback__'",
+    ),
+    Attack(
+        "format_escape",
+        "result = '{0.__class__.__mro__}'.format(1)",
+        result_is("(<class 'int'>, <class 'object'>)"),
+        "format fields reaching dunder attributes",
+    ),
     Attack("runtime_sabotage", BYPASS + "I('json').dumps = None", error_is("IsolateError")),
     # -- the bridge -------------------------------------------------------------
     Attack("bad_channel", BYPASS + "I('sys').modules['wit_world.imports.host'].call('secrets', '{}')", channel_refused),
     Attack("huge_argument", "api.x.y('a' * 5_000_000)", big_argument_delivered),
-    Attack("call_flood",
-           "n = {'ok': 0, 'limited': 0}\nfor i in range(10_000):\n    try:\n        api.x.y(i)\n        n['ok'] += 1\n"
-           "    except CallLimitExceeded:\n        n['limited'] += 1\nresult = n",
-           flood_limited, limits=SandboxLimits(memory_mb=64), bridge=lambda: Bridge(limit_after=100)),  # fmt: skip
-    Attack("call_flood_uncaught", "for i in range(10_000):\n    api.x.y(i)", flood_uncaught,
-           limits=SandboxLimits(memory_mb=64), bridge=lambda: Bridge(limit_after=100)),  # fmt: skip
+    Attack(
+        "call_flood",
+        "n = {'ok': 0, 'limited': 0}\nfor i in range(10_000):\n    try:\n        api.x.y(i)\n        n['ok'] += 1\n"
+        "    except CallLimitExceeded:\n        n['limited'] += 1\nresult = n",
+        flood_limited,
+        limits=SandboxLimits(memory_mb=64),
+        bridge=lambda: Bridge(limit_after=100),
+    ),
+    Attack(
+        "call_flood_uncaught",
+        "for i in range(10_000):\n    api.x.y(i)",
+        flood_uncaught,
+        limits=SandboxLimits(memory_mb=64),
+        bridge=lambda: Bridge(limit_after=100),
+    ),
 ]
 
 
@@ -223,8 +271,12 @@ def _short_message(out: RunOutcome) -> None:
 # -- state leaking into the next run ----------------------------------------------
 LEAKS = [
     ("module_attribute", "import json\njson.loads = None", "import json\nresult = json.loads('[1]')", [1]),
-    ("real_builtins", BYPASS + "B.len = None\nB.SECRET = 1", "result = [len('ab'), 'SECRET' in dir(__builtins__)]",
-     [2, False]),  # fmt: skip
+    (
+        "real_builtins",
+        BYPASS + "B.len = None\nB.SECRET = 1",
+        "result = [len('ab'), 'SECRET' in dir(__builtins__)]",
+        [2, False],
+    ),
     ("globals", "LEFT_BEHIND = 1", "result = 'LEFT_BEHIND' in globals()", False),
     ("sys_modules", BYPASS + "I('sys').modules['json'] = None", "import json\nresult = json.dumps(1)", "1"),
 ]

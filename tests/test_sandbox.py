@@ -17,9 +17,9 @@ from codemode._sandbox import (
     RunOutcome,
     SandboxLimits,
     WasmSandbox,
+    _build,
     default_cache_dir,
 )
-from codemode._sandbox import _build
 
 
 def noop_bridge(channel: str, payload: str) -> tuple[bool, str]:
@@ -312,8 +312,13 @@ def test_local_sandbox_matches_wasm(sandbox: WasmSandbox, code: str) -> None:
     wasm = run(sandbox, code, RecordingBridge({"pets.get": err}))
     local = run(LocalSandbox(), code, RecordingBridge({"pets.get": err}))
     assert (wasm.ok, wasm.stdout, wasm.stdout_truncated, wasm.result, wasm.limit, wasm.notes) == (
-        local.ok, local.stdout, local.stdout_truncated, local.result, local.limit, local.notes,
-    )  # fmt: skip
+        local.ok,
+        local.stdout,
+        local.stdout_truncated,
+        local.result,
+        local.limit,
+        local.notes,
+    )
     if wasm.error is None:
         assert local.error is None
     else:

@@ -8,7 +8,8 @@ on. It parses the code and walks it with a policy subclass of RestrictedPython's
 
 Rules (each problem is reported with its line):
 
-* attributes starting with ``__`` (``x.__class__``), except ``super().__init__``;
+* attributes starting with ``__`` (``x.__class__``), except ``super().__init__``
+  and the read-only names ``__name__``, ``__qualname__``, ``__doc__``;
 * names starting with ``__`` (``__builtins__``, ``__import__``), except dunder
   methods defined in a class body (``def __init__(self)``);
 * the builtins ``exec eval compile open __import__ globals locals vars
@@ -29,12 +30,12 @@ import ast
 import re
 from typing import Any
 
-from RestrictedPython import compile_restricted_exec
+from RestrictedPython.compile import compile_restricted_exec
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTransformer
 
 from .._errors import UsageError
 
-__all__ = ["BLOCKED_BUILTINS", "check_code"]
+__all__ = ["BLOCKED_BUILTINS", "HARMLESS_DUNDERS", "check_code"]
 
 _DYNAMIC = "dynamic code execution is blocked"
 _INTROSPECTION = "introspection builtins are blocked"
@@ -54,6 +55,8 @@ BLOCKED_BUILTINS: dict[str, str] = {
     "input": _NO_IO,
     "breakpoint": _NO_IO,
 }
+#: Dunder attributes that only read a name or a docstring (``type(e).__name__``).
+HARMLESS_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__"})
 _FORMAT_DUNDER = re.compile(r"\{[^{}]*\.__")
 
 
@@ -105,7 +108,7 @@ class _Policy(RestrictingNodeTransformer):
                 and isinstance(node.value.func, ast.Name)
                 and node.value.func.id == "super"
             )
-            if not is_super_init:
+            if not is_super_init and attr not in HARMLESS_DUNDERS:
                 self.reject(node, f"access to {attr!r} is not allowed (dunder attributes are blocked)")
         elif attr in INSPECT_ATTRIBUTES:
             self.reject(node, f"access to {attr!r} is not allowed (frame and code introspection is blocked)")

@@ -64,7 +64,9 @@ class _Ticker:
 
 
 def _err(kind: str, message: str) -> Variant:
-    return Variant("err", json.dumps({"kind": kind, "message": message, "status": None, "body": None, "operation": None}))
+    return Variant(
+        "err", json.dumps({"kind": kind, "message": message, "status": None, "body": None, "operation": None})
+    )
 
 
 class _State(threading.local):
@@ -120,7 +122,7 @@ class WasmSandbox:
             if not isinstance(answer, str):
                 raise TypeError(f"bridge returned {type(answer).__name__}, not str")
             return Variant("ok" if ok else "err", answer)
-        except Exception as exc:  # noqa: BLE001 - the host-callback boundary (see above)
+        except Exception as exc:
             logger.exception("sandbox bridge raised on channel %r", channel)
             return _err("internal", f"host bridge failed on channel {channel!r}: {type(exc).__name__}")
 
@@ -154,7 +156,9 @@ class WasmSandbox:
                 raise SandboxError("the isolate has no `run` export", code="sandbox.broken")
             answer = func(store, code, options)
         except wasmtime.ExitTrap as exc:
-            return limit_outcome(None, "SystemExit", f"the code exited the isolate (exit status {exc.code})", _ms(start))
+            return limit_outcome(
+                None, "SystemExit", f"the code exited the isolate (exit status {exc.code})", _ms(start)
+            )
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             return _trap_outcome(exc, limits, _ms(start))
         finally:
@@ -163,7 +167,7 @@ class WasmSandbox:
         duration = _ms(start)
         if not isinstance(answer, Variant) or not isinstance(answer.payload, str) or answer.tag != "ok":
             # The guest runtime itself failed (possibly sabotaged by the code).
-            detail = answer.payload[:500] if isinstance(answer, Variant) else type(answer).__name__
+            detail = str(answer.payload)[:500] if isinstance(answer, Variant) else type(answer).__name__
             logger.warning("isolate runtime failed: %s", detail)
             return limit_outcome(None, "IsolateError", f"the sandbox runtime failed: {detail}", duration)
         try:
@@ -194,7 +198,9 @@ def _trap_outcome(exc: wasmtime.Trap | wasmtime.WasmtimeError, limits: SandboxLi
             duration_ms,
         )
     if code == wasmtime.TrapCode.STACK_OVERFLOW or "stack overflow" in text or "call stack exhausted" in text:
-        return limit_outcome(None, "RecursionError", "the isolate's call stack overflowed (wasm stack overflow)", duration_ms)
+        return limit_outcome(
+            None, "RecursionError", "the isolate's call stack overflowed (wasm stack overflow)", duration_ms
+        )
     if "memory" in text and ("limit" in text or "grow" in text or "allocation" in text):
         return _memory_outcome(limit_outcome(None, "MemoryError", "out of memory", duration_ms), limits)
     logger.warning("isolate trapped: %s", first)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-import codemode_guest
+import codemode_guest  # type: ignore[import-not-found]  # a top-level module inside the component
 from componentize_py_types import Err  # type: ignore[import-not-found]
 from wit_world.imports import host  # type: ignore[import-not-found]
 
@@ -47,6 +47,6 @@ def _call(channel: str, payload: str) -> tuple[bool, str]:
 class WitWorld:
     def run(self, code: str, options: str) -> str:
         try:
-            return codemode_guest.execute(code, options, _call)
-        except Exception as exc:  # guest-internal failure: becomes the `err` result
+            return str(codemode_guest.execute(code, options, _call))
+        except Exception as exc:  # noqa: BLE001 - guest-side boundary: an internal failure becomes `err`
             raise Err(f"guest runtime failed: {type(exc).__name__}: {exc}") from None

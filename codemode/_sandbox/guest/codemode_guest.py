@@ -164,7 +164,7 @@ class _Api:
 class _Spec:
     """Read-only view of the API spec, fetched lazily from the host."""
 
-    __slots__ = ("_call", "_cache")
+    __slots__ = ("_cache", "_call")
 
     def __init__(self, call: Call) -> None:
         self._call = call
@@ -219,7 +219,9 @@ class _Output:
         self.parts.append(text)
         self.size += len(data)
 
-    def print(self, *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False) -> None:
+    def print(
+        self, *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False
+    ) -> None:
         sep = " " if sep is None else sep
         end = "\n" if end is None else end
         self.write(sep.join(str(a) for a in args) + end)
@@ -335,7 +337,7 @@ def execute(code: str, options: str, call: Call) -> str:
     result_json = "null"
     try:
         compiled = compile(code, CODE_FILENAME, "exec", dont_inherit=True)
-        exec(compiled, ns)
+        exec(compiled, ns)  # noqa: S102 - running the model's code is the point; the isolate contains it
     # Guest-side boundary: anything the model's code raises (SystemExit,
     # KeyboardInterrupt and bare BaseException included) is reported, not fatal.
     except BaseException as exc:  # noqa: BLE001

@@ -1,0 +1,182 @@
+"""execute through the executor: policy, binding, validation, errors, dry runs (fast: LocalSandbox + fake upstream)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codemode import UpstreamError, load_spec
+from codemode._execute import Executor
+from codemode._format import format_execute
+from codemode._sandbox import LocalSandbox
+from codemode._settings import ExecuteSettings
+from codemode._upstream import UpstreamRequest, UpstreamResponse
+
+PETSTORE = Path(__file__).resolve().parents[1] / "specs" / "petstore3-openapi.yaml"
+
+
+class FakeUpstream:
+    """An in-memory upstream: records requests, answers from a table keyed by (method, path)."""
+
+    def __init__(self, answers: dict[tuple[str, str], tuple[int, Any]] | None = None) -> None:
+        self.requests: list[UpstreamRequest] = []
+        self.answers = answers or {}
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        self.requests.append(request)
+        path = request.url.split("/api/v3", 1)[1]
+        if path == "/store/inventory":
+            raise UpstreamError("GET /boom timed out after timeout_seconds=1", code="upstream.timeout")
+        status, body = self.answers.get((request.method, path), (200, {"ok": True}))
+        return UpstreamResponse(status=status, headers={}, body=body, elapsed_ms=1.0, attempts=1)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def spec() -> Any:
+    return load_spec(str(PETSTORE))
+
+
+def make(spec: Any, upstream: FakeUpstream | None = None, **settings: Any) -> tuple[Executor, FakeUpstream]:
+    up = upstream or FakeUpstream()
+    return Executor(spec, LocalSandbox(), up, ExecuteSettings(**settings)), up
+
+
+async def run(executor: Executor, code: str, **kw: Any) -> dict[str, Any]:
+    report = await executor.execute(code, **kw)
+    text, is_error = format_execute(report, max_chars=executor.settings.max_response_chars)
+    out = json.loads(text) if text.startswith("{") else {"text": text}
+    out["is_error"] = is_error
+    return out
+
+
+async def test_calls_build_real_requests(spec: Any) -> None:
+    ex, up = make(spec, FakeUpstream({("GET", "/pet/7"): (200, {"id": 7, "name": "Rex"})}))
+    out = await run(ex, "p = api.pet.get_by_id(7)\nprint(p['name'])\nresult = p")
+    assert out["stdout"] == "Rex\n"
+    assert out["result"] == {"id": 7, "name": "Rex"}
+    assert out["calls"][0]["method"] == "GET" and out["calls"][0]["path"] == "/pet/{petId}"
+    assert up.requests[0].url == "https://petstore3.swagger.io/api/v3/pet/7"
+    assert not out["is_error"]
+
+
+async def test_body_fields_query_and_headers(spec: Any) -> None:
+    ex, up = make(spec)
+    await run(ex, "api.pet.add(name='Rex', photoUrls=['u'], status='sold')\n"
+                  "api.pet.find_pets_by_status(status='sold')\napi.pet.delete(3, api_key='k')")  # fmt: skip
+    add, find, delete = up.requests
+    assert add.method == "POST" and add.json == {"name": "Rex", "photoUrls": ["u"], "status": "sold"}
+    assert find.params == [("status", "sold")]
+    assert delete.headers == {"api_key": "k"} and delete.url.endswith("/pet/3")
+
+
+async def test_generic_escape_hatch_by_operation_id_and_path(spec: Any) -> None:
+    ex, up = make(spec)
+    out = await run(ex, "api.call('getPetById', petId=1)\napi.call('GET /pet/{petId}', petId=2)")
+    assert not out["is_error"], out
+    assert [r.url.rsplit("/", 1)[1] for r in up.requests] == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("code", "fragment"),
+    [
+        ("api.pet.get_by_id()", "api.pet.get_by_id: missing required argument 'petId'"),
+        ("api.pet.get_by_id(1, 2)", "takes 1 positional argument(s)"),
+        ("api.pet.find_pets_by_status(stauts='sold')", "unexpected keyword argument 'stauts' (did you mean 'status'?)"),
+        ("api.pet.find_pets_by_status(status='gone')", "argument status: 'gone' is not one of"),
+        ("api.pet.get_by_id('seven')", "argument petId: 'seven' is not of type 'integer'"),
+    ],
+)
+async def test_bad_calls_raise_type_error_written_as_the_model_wrote_them(spec: Any, code: str, fragment: str) -> None:
+    ex, up = make(spec)
+    out = await run(ex, f"try:\n    {code}\nexcept TypeError as e:\n    print(str(e))")
+    assert fragment in out["stdout"], out
+    assert up.requests == []
+
+
+async def test_unknown_operation_is_attribute_error_with_suggestion(spec: Any) -> None:
+    ex, _ = make(spec)
+    out = await run(ex, "api.pet.get_by_idd(1)")
+    assert out["is_error"]
+    assert out["error"].startswith("AttributeError: api.pet.get_by_idd: no such operation")
+    assert "api.pet.get_by_id" in out["error"]
+
+
+async def test_upstream_errors_are_catchable_api_errors(spec: Any) -> None:
+    ex, _ = make(spec, FakeUpstream({("GET", "/pet/404"): (404, {"message": "Pet not found"})}))
+    code = (
+        "try:\n    api.pet.get_by_id(404)\nexcept ApiError as e:\n"
+        "    result = {'status': e.status, 'body': e.body, 'op': e.operation}"
+    )
+    out = await run(ex, code)
+    assert out["result"] == {"status": 404, "body": {"message": "Pet not found"}, "op": "pet.get_by_id"}
+    assert out["calls"][0]["status"] == 404
+    assert not out["is_error"]
+
+
+async def test_timeouts_are_api_errors_too(spec: Any) -> None:
+    ex, _ = make(spec)
+    code = "try:\n    api.store.get_inventory()\nexcept ApiError as e:\n    result = [str(e), e.status, e.operation]"
+    out = await run(ex, code)
+    assert out["result"] == ["GET /boom timed out after timeout_seconds=1", None, "store.get_inventory"]
+    assert out["calls"][0]["status"] == "upstream.timeout"
+
+
+async def test_read_only_allow_and_deny(spec: Any) -> None:
+    ex, up = make(spec, read_only=True)
+    out = await run(ex, "api.pet.get_by_id(1)\napi.pet.add(name='x', photoUrls=[])")
+    assert out["is_error"] and out["error"].startswith("PermissionError: api.pet.add (POST /pet) is a write operation")
+    assert len(up.requests) == 1
+    ex, up = make(spec, deny=("pet.delete",))
+    out = await run(ex, "api.pet.delete(1)")
+    assert "denied by this server's configuration" in out["error"]
+    ex, up = make(spec, allow=("pet.get_*", "placeOrder"))
+    out = await run(ex, "api.store.place_order()\napi.pet.get_by_id(1)\napi.pet.find_pets_by_status()")
+    assert "not in this server's allow-list" in out["error"] and len(up.requests) == 2
+
+
+async def test_call_limit_is_enforced_even_if_caught(spec: Any) -> None:
+    ex, up = make(spec, max_calls=3)
+    code = "n = 0\nfor i in range(10):\n    try:\n        api.pet.get_by_id(i)\n        n += 1\n    except Exception:\n        pass\nresult = n"
+    out = await run(ex, code)
+    assert out["result"] == 3 and len(up.requests) == 3
+    assert out["is_error"] and "max_calls=3" in out["error"]
+
+
+async def test_dry_run_touches_nothing_and_returns_schema_shaped_values(spec: Any) -> None:
+    ex, up = make(spec)
+    out = await run(ex, "p = api.pet.get_by_id(1)\nresult = sorted(p)", dry_run=True)
+    assert up.requests == []
+    assert {"name", "photoUrls", "status"} <= set(out["result"])
+    assert out["calls"][0]["status"] == "dry-run"
+
+
+async def test_policy_rejects_before_running(spec: Any) -> None:
+    ex, up = make(spec)
+    out = await run(ex, "api.pet.get_by_id(1)\n().__class__.__bases__")
+    assert out["is_error"] and "Code rejected before running" in out["text"]
+    assert "__class__" in out["text"] and up.requests == []
+
+
+async def test_answer_is_cut_to_the_client_limit(spec: Any) -> None:
+    ex, _ = make(spec, max_response_chars=2000)
+    out = await run(ex, "print('x' * 50000)\nresult = list(range(3))")
+    assert len(json.dumps({k: v for k, v in out.items() if k != "is_error"})) <= 2100
+    assert any("max_response_chars=2000" in n for n in out["notes"])
+
+
+async def test_search_code_sees_spec_not_api(spec: Any) -> None:
+    ex, up = make(spec)
+    report = await ex.run_search_code(
+        "result = [o['name'] for o in spec.operations if o['method'] == 'DELETE']"
+    )
+    assert report.outcome is not None and sorted(report.outcome.result) == [
+        "api.pet.delete", "api.store.delete_order", "api.user.delete"]  # fmt: skip
+    report = await ex.run_search_code("api.pet.get_by_id(1)")
+    assert report.outcome is not None and report.outcome.error is not None
+    assert report.outcome.error.type == "NameError" and up.requests == []

@@ -1,0 +1,188 @@
+"""Every corpus spec loads into the IR; bad specs give one clear error; the cache is used."""
+
+from __future__ import annotations
+
+import json
+import keyword
+from pathlib import Path
+
+import pytest
+
+from codemode import SpecError, load_spec
+from codemode._naming import MAX_KEY_LENGTH
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "specs"
+CORPUS = sorted(
+    [p for p in SHARED.glob("*.json") if p.name != "index.json"]
+    + list(SHARED.glob("*.yaml"))
+    + list(SHARED.glob("*.yml"))
+    + [
+        SHARED / "digitalocean" / "DigitalOcean-public.v2.yaml",
+        SHARED / "redocly-openapi-starter" / "openapi.yaml",
+        SHARED / "oai-v2.0-petstore-separate" / "spec" / "swagger.json",
+    ]
+)
+# Operation counts from ../shared/specs/INDEX.md (paths x methods).
+EXPECTED_OPS = {
+    "github-api.github.com.json": 1223, "cloudflare-openapi.json": 1533, "kubernetes-swagger.json": 1123,
+    "openai-openapi.yaml": 288, "DigitalOcean-public.v2.yaml": 659, "twilio_api_v2010.json": 197,
+    "box-openapi.json": 296, "jira-software-swagger.v3.json": 74, "kinto-26.5.0-served-__api__.json": 44,
+    "netlify-swagger.yml": 174, "httpbin-0.10.4-served-spec.json": 78, "jupyter_server-2.21.1-api.yaml": 32,
+    "oai-v3.2-tags-example.yaml": 4, "oai-v3.1-webhook-example.yaml": 0, "openapi.yaml": 12, "swagger.json": 4,
+}  # fmt: skip
+
+pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/specs is not beside the checkout")
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
+def test_corpus_spec_loads_with_valid_unique_short_names(path: Path, tmp_path: Path) -> None:
+    spec = load_spec(str(path), cache_dir=tmp_path)
+    if path.name in EXPECTED_OPS:
+        assert len(spec.operations) == EXPECTED_OPS[path.name]
+    keys = [op.key for op in spec.operations]
+    assert len(set(keys)) == len(keys)
+    for op in spec.operations:
+        assert len(op.key) <= MAX_KEY_LENGTH, op.key
+        for part in (op.group, op.name):
+            assert part.isidentifier() and part.isascii() and not keyword.iskeyword(part), op.key
+        py_names = [p.py_name for p in op.params]
+        assert len(set(py_names)) == len(py_names), op.key
+        assert all(n.isidentifier() and not keyword.iskeyword(n) for n in py_names), op.key
+
+
+def test_cyclic_refs_are_not_inlined(tmp_path: Path) -> None:
+    spec = load_spec(str(SHARED / "kubernetes-swagger.json"), cache_dir=tmp_path)
+    props = spec.schemas[_find(spec.schemas, "JSONSchemaProps")]
+    assert "$ref" in json.dumps(props)  # refers to itself by name, not by copy
+    assert len(json.dumps(spec.schemas)) < 4_200_000  # no blow-up beyond the source size
+
+
+def _find(schemas: dict[str, object], suffix: str) -> str:
+    return next(name for name in schemas if name.endswith(suffix))
+
+
+def test_operation_level_external_refs_resolve(tmp_path: Path) -> None:
+    spec = load_spec(str(SHARED / "digitalocean"), cache_dir=tmp_path)  # a folder: root found
+    op = next(o for o in spec.operations if o.label == "GET /v2/droplets")
+    assert op.operation_id == "droplets_list"
+    assert op.summary
+
+
+def test_dangling_refs_in_extensions_do_not_stop_loading(tmp_path: Path) -> None:
+    spec = load_spec(str(SHARED / "redocly-openapi-starter" / "openapi.yaml"), cache_dir=tmp_path)
+    assert len(spec.operations) == 12
+
+
+def test_cache_hit_returns_same_ir_and_detects_changes(tmp_path: Path) -> None:
+    src = tmp_path / "api.yaml"
+    src.write_text(MINIMAL)
+    first = load_spec(str(src), cache_dir=tmp_path / "c")
+    assert list((tmp_path / "c" / "ir").glob("*.pickle"))
+    again = load_spec(str(src), cache_dir=tmp_path / "c")
+    assert [o.key for o in again.operations] == [o.key for o in first.operations]
+    src.write_text(MINIMAL.replace("listThings", "listStuff"))
+    changed = load_spec(str(src), cache_dir=tmp_path / "c")
+    assert changed.operations[0].operation_id == "listStuff"
+
+
+def test_corrupt_cache_is_ignored(tmp_path: Path) -> None:
+    src = tmp_path / "api.yaml"
+    src.write_text(MINIMAL)
+    load_spec(str(src), cache_dir=tmp_path / "c")
+    for entry in (tmp_path / "c" / "ir").glob("*.pickle"):
+        entry.write_bytes(b"not a pickle")
+    assert load_spec(str(src), cache_dir=tmp_path / "c").operations[0].operation_id == "listThings"
+
+
+MINIMAL = """
+openapi: 3.0.3
+info: {title: Things, version: "1"}
+servers: [{url: https://things.example.com/v1}]
+paths:
+  /things:
+    get:
+      operationId: listThings
+      parameters:
+        - {name: limit, in: query, schema: {type: integer, default: 10}}
+      responses:
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema: {type: array, items: {$ref: '#/components/schemas/Thing'}}
+components:
+  schemas:
+    Thing:
+      type: object
+      properties:
+        id: {type: string}
+        parent: {$ref: '#/components/schemas/Thing'}
+"""
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "fragment"),
+    [
+        ("openapi: 3.0.0\ninfo: {title: x\n", "spec.parse", "line"),
+        ('{"openapi": "3.0.0", "info": ', "spec.parse", "not valid JSON"),
+        ("- just\n- a list\n", "spec.not_openapi", "top level is a list"),
+        ("title: hello\n", "spec.not_openapi", "no 'openapi', 'swagger' or 'paths'"),
+        ("openapi: 3.0.0\ninfo: {title: x, version: '1'}\n", "spec.no_operations", "no 'paths'"),
+    ],
+)
+def test_bad_specs_give_one_clear_error(tmp_path: Path, content: str, code: str, fragment: str) -> None:
+    src = tmp_path / ("bad.json" if content.startswith("{") else "bad.yaml")
+    src.write_text(content)
+    with pytest.raises(SpecError) as info:
+        load_spec(str(src), use_cache=False)
+    assert info.value.code == code
+    assert fragment in info.value.message
+    assert str(src.name) in info.value.message
+
+
+def test_missing_file_and_unreachable_url() -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec("/no/such/spec.yaml")
+    assert info.value.code == "spec.not_found"
+    with pytest.raises(SpecError) as info:
+        load_spec("http://127.0.0.1:9/spec.json")
+    assert info.value.code == "spec.unreachable"
+    assert "127.0.0.1:9" in info.value.message
+
+
+def test_broken_ref_and_duplicate_operation_id_are_warnings(tmp_path: Path) -> None:
+    src = tmp_path / "api.yaml"
+    extra = """  /others:
+    get:
+      operationId: listThings
+      responses: {"200": {description: ok}}
+components:"""
+    src.write_text(
+        MINIMAL.replace("items: {$ref: '#/components/schemas/Thing'}", "items: {$ref: '#/components/schemas/Nope'}")
+        .replace("components:", extra, 1)
+    )
+    spec = load_spec(str(src), use_cache=False)
+    messages = [str(w) for w in spec.warnings]
+    assert any("'#/components/schemas/Nope' does not resolve" in m and "/paths/~1things/get" in m for m in messages)
+    assert any("operationId 'listThings' is also used by GET /things" in m for m in messages)
+    assert len({o.key for o in spec.operations}) == 2
+
+
+def test_url_source_loads_over_http(tmp_path: Path) -> None:
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "api.yaml").write_text(MINIMAL)
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        spec = load_spec(f"http://127.0.0.1:{httpd.server_port}/api.yaml")
+        assert spec.operations[0].key == "things.list"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
