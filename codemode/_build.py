@@ -286,9 +286,7 @@ class _Builder:
         global_security: tuple[tuple[str, ...], ...], path_servers: tuple[str, ...],
     ) -> _Draft:  # fmt: skip
         nodes = [*(item.get("parameters") or []), *(op.get("parameters") or [])]
-        resolved = self.collect_params(
-            [n if not isinstance(n, dict) or "$ref" not in n else n for n in nodes], uri if op else item_uri, where
-        )
+        resolved = self.collect_params(nodes, uri if op else item_uri, where)
         params: list[tuple[str, str, bool, dict[str, Any], str, str | None, bool | None]] = []
         body: Body | None = None
         body_location = "body"
@@ -329,7 +327,8 @@ class _Builder:
         produces = list(op.get("produces") or self.root.get("produces") or [])
         security = self.security(op.get("security"))
         op_servers = self.servers(op.get("servers"), f"{where}/servers") or path_servers
-        tags = op.get("tags") if isinstance(op.get("tags"), list) else []
+        raw_tags = op.get("tags")
+        tags: list[Any] = raw_tags if isinstance(raw_tags, list) else []
         return _Draft(
             method=method,
             path=path,
@@ -420,7 +419,8 @@ class _Builder:
         elif not re.match(r"^(2\.0|3\.[0-2])", version):
             self.warn("/openapi", f"version {version!r} is not one this reader knows (2.0, 3.0–3.2); read as 3.x")
         drafts = self.drafts()
-        webhooks = self.root.get("webhooks") if isinstance(self.root.get("webhooks"), dict) else {}
+        raw_hooks = self.root.get("webhooks")
+        webhooks: dict[str, Any] = raw_hooks if isinstance(raw_hooks, dict) else {}
         n_webhooks = sum(1 for v in webhooks.values() if isinstance(v, dict))
         if not drafts:
             if not isinstance(self.root.get("paths"), dict) and not webhooks:
@@ -434,7 +434,8 @@ class _Builder:
         names = assign_names(NameRequest(d.method, d.path, d.operation_id, d.tags) for d in drafts)
         operations = tuple(self.finish(d, g, n) for d, (g, n) in zip(drafts, names, strict=True))
         self.schemas.drain()
-        info = self.root.get("info") if isinstance(self.root.get("info"), dict) else {}
+        raw_info = self.root.get("info")
+        info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
         servers = self.swagger_servers() if self.swagger else self.servers(self.root.get("servers"), "/servers")
         return ApiSpec(
             title=_text(info.get("title"), 200) or "API",

@@ -14,6 +14,7 @@ from . import __version__
 from ._cache import load_spec
 from ._errors import CodemodeError, UsageError
 from ._ir import ApiSpec
+from ._sandbox import Bridge, RunOutcome, SandboxLimits
 
 __all__ = ["main"]
 
@@ -92,9 +93,12 @@ def _settings(args: argparse.Namespace) -> object:
     return ServerSettings(
         name=args.name,
         execute=ExecuteSettings(
-            limits=SandboxLimits(timeout_seconds=args.timeout), max_calls=args.max_calls, read_only=args.read_only,
-            allow=tuple(args.allow), deny=tuple(args.deny),
-        ),  # fmt: skip
+            limits=SandboxLimits(timeout_seconds=args.timeout),
+            max_calls=args.max_calls,
+            read_only=args.read_only,
+            allow=tuple(args.allow),
+            deny=tuple(args.deny),
+        ),
         upstream=UpstreamSettings(base_url=args.base_url, headers=headers),
     )
 
@@ -181,7 +185,9 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
 class _NoSandbox:
     """For commands that never execute code (``codemode search``)."""
 
-    def run(self, *_: object, **__: object) -> object:
+    def run(
+        self, code: str, bridge: Bridge, *, inject: Sequence[str] = ("api",), limits: SandboxLimits | None = None
+    ) -> RunOutcome:
         raise UsageError("this command cannot execute code", code="usage.no_sandbox")
 
     def prepare(self) -> None:
@@ -206,7 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - the top-level handler: one line, no traceback unless --debug
+    except BrokenPipeError:  # output piped into `head` and friends
+        return 0
+    except Exception as exc:
         if args.debug:
             raise
         print(f"error [internal]: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)

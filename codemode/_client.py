@@ -64,14 +64,14 @@ def bind_arguments(op: Operation, args: Sequence[Any], kwargs: Mapping[str, Any]
     for p, value in zip(path_params, args, strict=False):
         bound[p.py_name] = (p, value)
     for key, value in kwargs.items():
-        p = by_name.get(key) or next((q for q in op.params if q.name == key), None)
-        if p is None:
+        found = by_name.get(key) or next((q for q in op.params if q.name == key), None)
+        if found is None:
             close = difflib.get_close_matches(key, list(by_name), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise CallError(f"{where}: unexpected keyword argument {key!r}{hint}.", code="call.bad_arguments")
-        if p.py_name in bound:
-            raise CallError(f"{where}: got multiple values for argument {p.py_name!r}.", code="call.bad_arguments")
-        bound[p.py_name] = (p, value)
+        if found.py_name in bound:
+            raise CallError(f"{where}: got multiple values for argument {found.py_name!r}.", code="call.bad_arguments")
+        bound[found.py_name] = (found, value)
     missing = [p.py_name for p in [*path_params, *rest] if p.required and p.py_name not in bound]
     if missing:
         names = ", ".join(repr(m) for m in missing)
@@ -126,11 +126,7 @@ def _scalar(value: Any) -> str:
 
 def _file_part(value: Any) -> Any:
     if isinstance(value, dict) and ("content" in value or "content_base64" in value):
-        raw = (
-            base64.b64decode(value["content_base64"])
-            if "content_base64" in value
-            else str(value["content"]).encode()
-        )
+        raw = base64.b64decode(value["content_base64"]) if "content_base64" in value else str(value["content"]).encode()
         return (value.get("filename", "upload"), raw, value.get("content_type", "application/octet-stream"))
     return None
 

@@ -57,7 +57,9 @@ class ExecuteReport:
         return self.rejected is None and self.outcome is not None and self.outcome.ok and not self.limit_hits
 
 
-def _err(kind: str, message: str, *, status: int | None = None, body: Any = None, op: str | None = None) -> tuple[bool, str]:
+def _err(
+    kind: str, message: str, *, status: int | None = None, body: Any = None, op: str | None = None
+) -> tuple[bool, str]:
     return False, json.dumps({"kind": kind, "message": message, "status": status, "body": body, "operation": op})
 
 
@@ -123,7 +125,9 @@ class Executor:
         )
         return report
 
-    def _bridge(self, loop: asyncio.AbstractEventLoop, report: ExecuteReport, dry_run: bool) -> Callable[[str, str], tuple[bool, str]]:
+    def _bridge(
+        self, loop: asyncio.AbstractEventLoop, report: ExecuteReport, dry_run: bool
+    ) -> Callable[[str, str], tuple[bool, str]]:
         lock = threading.Lock()
 
         def bridge(channel: str, payload: str) -> tuple[bool, str]:
@@ -136,7 +140,9 @@ class Executor:
                     hit = f"max_calls={self.settings.max_calls}"
                     if hit not in report.limit_hits:
                         report.limit_hits.append(hit)
-                    return _err("limit", f"this execution reached its API call limit (max_calls={self.settings.max_calls})")
+                    return _err(
+                        "limit", f"this execution reached its API call limit (max_calls={self.settings.max_calls})"
+                    )
             try:
                 request = json.loads(payload)
                 target = str(request["op"])
@@ -190,9 +196,13 @@ class Executor:
 
         return bridge
 
-    def _record(self, report: ExecuteReport, lock: threading.Lock, op: Operation, status: int | str, started: float) -> None:
+    def _record(
+        self, report: ExecuteReport, lock: threading.Lock, op: Operation, status: int | str, started: float
+    ) -> None:
         with lock:
-            report.calls.append(CallRecord(op.key, op.method.upper(), op.path, status, round((time.perf_counter() - started) * 1000, 1)))
+            report.calls.append(
+                CallRecord(op.key, op.method.upper(), op.path, status, round((time.perf_counter() - started) * 1000, 1))
+            )
 
     # -- code-mode search ----------------------------------------------------------------
     def _spec_bridge(self, channel: str, payload: str) -> tuple[bool, str]:

@@ -161,7 +161,9 @@ class DocumentStore:
             except FileNotFoundError:
                 raise SpecError(f"{path} does not exist.", code="spec.not_found", where=str(path)) from None
             except OSError as exc:
-                raise SpecError(f"cannot read {path}: {exc.strerror}.", code="spec.unreadable", where=str(path)) from None
+                raise SpecError(
+                    f"cannot read {path}: {exc.strerror}.", code="spec.unreadable", where=str(path)
+                ) from None
         import httpx  # imported lazily: only URL sources need it
 
         try:

@@ -78,7 +78,11 @@ def type_text(schema: dict[str, Any] | None, depth: int = 0) -> str:
                 texts.append(_object_text(schema, depth))
             else:
                 fmt = schema.get("format")
-                texts.append(FORMAT_MAP.get(fmt, TYPE_MAP.get(str(k), "Any")) if isinstance(fmt, str) else TYPE_MAP.get(str(k), "Any"))
+                texts.append(
+                    FORMAT_MAP.get(fmt, TYPE_MAP.get(str(k), "Any"))
+                    if isinstance(fmt, str)
+                    else TYPE_MAP.get(str(k), "Any")
+                )
         text = " | ".join(texts) if texts else "Any"
     return f"{text} | None" if nullable and not text.endswith("None") else text
 

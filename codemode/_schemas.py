@@ -104,11 +104,11 @@ class SchemaCollector:
             return {}
         ref = node.get("$ref")
         if isinstance(ref, str):
-            out = self.ref(ref, base_uri, where)
+            target = self.ref(ref, base_uri, where)
             desc = node.get("description")
-            if out and isinstance(desc, str) and desc:  # 3.1 allows siblings next to $ref
-                out = {"allOf": [out], "description": desc[:_MAX_DESCRIPTION]}
-            return out
+            if target and isinstance(desc, str) and desc:  # 3.1 allows siblings next to $ref
+                return {"allOf": [target], "description": desc[:_MAX_DESCRIPTION]}
+            return target
         out: dict[str, Any] = {}
         for key, value in node.items():
             if key not in _KEEP:
@@ -125,9 +125,7 @@ class SchemaCollector:
                     value, base_uri = located.node, located.uri
                     if not isinstance(value, dict):
                         continue
-                out[key] = {
-                    str(k): self.convert(v, base_uri, f"{where}/{key}/{k}") for k, v in value.items()
-                }
+                out[key] = {str(k): self.convert(v, base_uri, f"{where}/{key}/{k}") for k, v in value.items()}
             elif key in _SCHEMA_LISTS and isinstance(value, list):
                 out[key] = [self.convert(v, base_uri, f"{where}/{key}/{i}") for i, v in enumerate(value)]
             elif key in _SCHEMA_ONE and isinstance(value, (dict, bool)):

@@ -11,13 +11,13 @@ from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, EmptyResult, SetLevelRequestParams, TextContent, ToolAnnotations
 from pydantic import Field
 
 from ._credentials import Credentials
 from ._errors import ConfigError
 from ._execute import Executor
-from ._format import approx_tokens, format_execute, format_hits
+from ._format import format_execute, format_hits
 from ._ir import ApiSpec
 from ._render import describe_operation, render_schema
 from ._sandbox import Sandbox, WasmSandbox
@@ -86,6 +86,7 @@ class CodemodeServer:
         self._index: SearchIndex | None = None
         self._index_ready = threading.Event()
         self._executor: Executor | None = None
+        self.client_log_level: str | None = None  # set by a client's logging/setLevel
         self.mcp = self._build_mcp()
 
     # -- background preparation ------------------------------------------------------------
@@ -102,7 +103,7 @@ class CodemodeServer:
     def _prepare_sandbox(self) -> None:
         try:
             self.sandbox.prepare()
-        except Exception:  # noqa: BLE001 - top-level of a background thread: log, execute reports later
+        except Exception:
             log.exception("preparing the sandbox failed; execute will retry and report the error")
 
     @property
@@ -156,7 +157,14 @@ class CodemodeServer:
             annotations=ToolAnnotations(read_only_hint=read_only, destructive_hint=not read_only, open_world_hint=True),
             structured_output=False,
         )
+        # logging/setLevel for handshake-era clients (2025-06-18/11-25): accept and record the level. The server
+        # sends no log notifications; the SDK keeps this method off the 2026-07-28 surface (SEP-2577).
+        mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, self._set_log_level)
         return mcp
+
+    async def _set_log_level(self, _ctx: Any, params: SetLevelRequestParams) -> EmptyResult:
+        self.client_log_level = params.level
+        return EmptyResult()
 
     # -- the tools -----------------------------------------------------------------------------
     async def search(
@@ -180,7 +188,11 @@ class CodemodeServer:
         hits = self.index.search(query, tag=tag, method=method, path_prefix=path_prefix, limit=n)
         suggestions = [] if hits else self.index.suggest(query)
         text = format_hits(
-            self.spec, query, [h.operation for h in hits], budget_tokens=cfg.max_response_tokens, suggestions=suggestions
+            self.spec,
+            query,
+            [h.operation for h in hits],
+            budget_tokens=cfg.max_response_tokens,
+            suggestions=suggestions,
         )
         return _result(text, False)
 
@@ -253,5 +265,3 @@ def transport_security(host: str, port: int, allowed_hosts: tuple[str, ...]) -> 
 def _result(text: str, is_error: bool) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=is_error)
 
-
-_ = approx_tokens  # re-exported for the bench

@@ -204,7 +204,7 @@ class HttpxUpstream:
         self._credentials = credentials
         self._hooks = tuple(audit_hooks)
         self._sleep = sleep
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311 - jitter for retry backoff, not security
         for value in settings.headers.values():
             self.scrubber.add(value, *value.split(None, 1)[1:])
         if credentials is not None:

@@ -96,8 +96,9 @@ SECRET = "sk-live-0123456789abcdef-SECRET"
 
 async def test_credentials_never_reach_the_guest(httpbin_url: str, wasm: WasmSandbox) -> None:
     settings = ServerSettings(
-        upstream=UpstreamSettings(base_url=httpbin_url, headers={"Authorization": f"Bearer {SECRET}",
-                                                                 "X-Api-Key": SECRET}),  # fmt: skip
+        upstream=UpstreamSettings(
+            base_url=httpbin_url, headers={"Authorization": f"Bearer {SECRET}", "X-Api-Key": SECRET}
+        ),  # fmt: skip
         execute=ExecuteSettings(),
     )
     server = CodemodeServer(load_spec(str(SPECS / "httpbin-0.10.4-served-spec.json")), settings, sandbox=wasm)

@@ -172,9 +172,7 @@ async def test_answer_is_cut_to_the_client_limit(spec: Any) -> None:
 
 async def test_search_code_sees_spec_not_api(spec: Any) -> None:
     ex, up = make(spec)
-    report = await ex.run_search_code(
-        "result = [o['name'] for o in spec.operations if o['method'] == 'DELETE']"
-    )
+    report = await ex.run_search_code("result = [o['name'] for o in spec.operations if o['method'] == 'DELETE']")
     assert report.outcome is not None and sorted(report.outcome.result) == [
         "api.pet.delete", "api.store.delete_order", "api.user.delete"]  # fmt: skip
     report = await ex.run_search_code("api.pet.get_by_id(1)")

@@ -158,8 +158,9 @@ def test_broken_ref_and_duplicate_operation_id_are_warnings(tmp_path: Path) -> N
       responses: {"200": {description: ok}}
 components:"""
     src.write_text(
-        MINIMAL.replace("items: {$ref: '#/components/schemas/Thing'}", "items: {$ref: '#/components/schemas/Nope'}")
-        .replace("components:", extra, 1)
+        MINIMAL.replace(
+            "items: {$ref: '#/components/schemas/Thing'}", "items: {$ref: '#/components/schemas/Nope'}"
+        ).replace("components:", extra, 1)
     )
     spec = load_spec(str(src), use_cache=False)
     messages = [str(w) for w in spec.warnings]
@@ -174,6 +175,7 @@ def test_url_source_loads_over_http(tmp_path: Path) -> None:
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     (tmp_path / "api.yaml").write_text(MINIMAL)
+
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
             pass

@@ -1,0 +1,136 @@
+"""Every benchmark in one command: ``python bench/run.py [--quick]``.
+
+Prints the machine, then the isolate figures (bench_sandbox), search quality (search_eval)
+and the spec-side figures (bench_spec) as markdown. A section that fails prints its error
+and the others still run. The isolate section runs first, so its in-process RSS figures
+are not inflated by the specs the other sections load.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import importlib
+import inspect
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))
+
+
+def machine() -> str:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    mem = "n/a"
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, IndexError, ValueError):
+        pass
+    return "\n".join([
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| date | {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')} |",
+        f"| nproc | {usable} (os.cpu_count {os.cpu_count()}) |",
+        f"| CPU | {model} |",
+        f"| memory | {mem} |",
+        f"| load average 1/5/15 min at start | {load} |",
+        f"| Python | {platform.python_version()} ({platform.python_implementation()}) |",
+        f"| OS | {platform.platform()} |",
+        "",
+    ])  # fmt: skip
+
+
+def sandbox_section(quick: bool) -> str:
+    try:
+        mod = importlib.import_module("bench_sandbox")
+    except ModuleNotFoundError as exc:
+        if exc.name != "bench_sandbox":
+            raise
+        return "_bench/bench_sandbox.py is missing: isolate figures skipped._"
+    measure = getattr(mod, "measure", None)
+    if measure is None:
+        return "_bench/bench_sandbox.py has no `measure`: isolate figures skipped._"
+    params = inspect.signature(measure).parameters
+    kwargs: dict[str, Any] = {}
+    if "quick" in params:
+        kwargs["quick"] = quick
+    elif quick:  # the colleague's signature: smaller counts for --quick
+        small = {"runs": 30, "bridge_calls": 200, "executions": 50}
+        kwargs = {k: v for k, v in small.items() if k in params}
+    result = measure(**kwargs)
+    for name in ("render", "to_markdown", "_table"):
+        fn = getattr(mod, name, None)
+        if callable(fn):
+            return str(fn(result))
+    if isinstance(result, dict) and isinstance(result.get("markdown"), str):
+        return result["markdown"]
+    return "```\n" + json.dumps(result, indent=1, default=str) + "\n```"
+
+
+def search_eval_section(_quick: bool) -> str:
+    mod = importlib.import_module("search_eval")
+    rows = mod.evaluate()
+    lines = ["| spec | queries | recall@1 | recall@5 | p50 ms | index build ms |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['spec']} | {r['n']} | {r['r1']:.2f} | {r['r5']:.2f} | {r['p50_ms']:.2f} | {r['index_ms']:.0f} |"
+        )
+    total = sum(r["n"] for r in rows)
+    if total:
+        w1 = sum(r["r1"] * r["n"] for r in rows) / total
+        w5 = sum(r["r5"] * r["n"] for r in rows) / total
+        lines.append(f"| **overall** | {total} | {w1:.2f} | {w5:.2f} | | |")
+    return "\n".join(lines)
+
+
+def spec_section(quick: bool) -> str:
+    mod = importlib.import_module("bench_spec")
+    return str(mod.measure(quick=quick)["markdown"])
+
+
+SECTIONS: list[tuple[str, Callable[[bool], str]]] = [
+    ("Isolate (bench/bench_sandbox.py)", sandbox_section),
+    ("Search quality (bench/search_eval.py)", search_eval_section),
+    ("Spec serving (bench/bench_spec.py)", spec_section),
+]
+
+
+def main(argv: list[str]) -> int:
+    quick = "--quick" in argv
+    print(f"# codemode-mcp benchmarks{' (--quick)' if quick else ''}\n")
+    print(machine(), flush=True)
+    failed = 0
+    for title, fn in SECTIONS:
+        started = time.perf_counter()
+        try:
+            body = fn(quick)
+        except Exception:  # noqa: BLE001 - one failing section must not stop the others
+            failed += 1
+            body = "**section failed:**\n\n```\n" + traceback.format_exc(limit=6) + "```"
+        print(f"## {title}\n\n{body}\n\n_section took {time.perf_counter() - started:.0f} s_\n", flush=True)
+        gc.collect()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,69 @@
+"""Smoke test of bench/bench_spec.py on two small specs: it runs and its numbers are sane (no timings)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+bench_spec = pytest.importorskip("bench_spec")
+
+SMALL = ["petstore3-openapi.yaml", "oai-v2.0-petstore-separate/spec/swagger.json"]
+
+pytestmark = pytest.mark.skipif(not bench_spec.SPECS.exists(), reason="shared spec corpus not present")
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_footprint_row(name: str) -> None:
+    count, method = bench_spec.token_counter()
+    assert method
+    row = bench_spec.footprint_row(name, count)
+    assert row["ops"] > 0
+    assert 0 < row["ours_tokens"] < row["ours_chars"]
+    assert row["naive_tokens"] > 0
+    if name.startswith("petstore3"):
+        assert row["ours_tokens"] < row["naive_tokens"]
+
+
+def test_ours_tools_list_has_exactly_two_tools() -> None:
+    import json
+
+    from codemode import load_spec
+
+    spec = load_spec(bench_spec.spec_path(SMALL[0]))
+    tools = json.loads(bench_spec.ours_tools_list(spec))["tools"]
+    assert [t["name"] for t in tools] == ["search", "execute"]
+
+
+def test_naive_inlines_refs_and_cuts_cycles() -> None:
+    import json
+
+    from codemode import load_spec
+
+    spec = load_spec(bench_spec.spec_path(SMALL[0]))
+    text, _inliner = bench_spec.naive_tools_list(spec)
+    tools = json.loads(text)["tools"]
+    assert len(tools) == len(spec.operations)
+    assert "#/components/schemas/" not in text  # every ref inlined
+    assert all(t["inputSchema"]["type"] == "object" for t in tools)
+    # a self-referencing schema is cut, not expanded forever
+    spec.schemas["Loop"] = {"type": "object", "properties": {"next": {"$ref": "#/components/schemas/Loop"}}}
+    out = bench_spec.Inliner(spec).inline({"$ref": "#/components/schemas/Loop"})
+    assert out["properties"]["next"]["type"] == "object"
+
+
+def test_search_latency_and_render() -> None:
+    row = bench_spec.search_latency(SMALL[0], n_queries=20)
+    assert row["queries"] == 20 and row["ops"] == 19
+    assert 0 <= row["p50"] <= row["p90"] <= row["p99"]
+    assert not row["tool_failures"]
+    text = bench_spec.render({"token_method": "x", "runs": 1, "search": [row], "errors": {}})
+    assert "| petstore3-openapi.yaml |" in text
+
+
+def test_cold_start_once_answers_initialize() -> None:
+    seconds = bench_spec.cold_start_once(bench_spec.spec_path(SMALL[0]), cache=False)
+    assert seconds > 0
