@@ -172,15 +172,15 @@ class _Builder:
                 return self.schemas.convert(media["schema"], uri, f"{where}/content")
         return {}
 
-    def collect_params(self, nodes: list[Any], uri: str, where: str) -> list[tuple[dict[str, Any], str, str]]:
-        """Resolve parameter refs; later entries (operation level) override earlier ones (path level)."""
+    def collect_params(self, nodes: list[tuple[Any, str, str]]) -> list[tuple[dict[str, Any], str, str]]:
+        """Resolve ``(node, base uri, pointer)`` parameters; later ones (operation level) override path level."""
         merged: dict[tuple[str, str], tuple[dict[str, Any], str, str]] = {}
-        for i, node in enumerate(nodes):
-            pw = f"{where}/{i}"
+        for node, uri, pw in nodes:
             try:
                 loc = self.store.deref(node, uri)
-            except (KeyError, IndexError, SpecError) as exc:
-                self.warn(pw, f"parameter $ref does not resolve ({exc}); parameter ignored")
+            except (KeyError, IndexError, SpecError):
+                ref = node.get("$ref") if isinstance(node, dict) else None
+                self.warn(pw, f"parameter $ref {ref!r} does not resolve; parameter ignored")
                 continue
             p = loc.node
             if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not isinstance(p.get("in"), str):
@@ -285,8 +285,10 @@ class _Builder:
         self, method: str, path: str, op: dict[str, Any], uri: str, where: str, item: dict[str, Any], item_uri: str,
         global_security: tuple[tuple[str, ...], ...], path_servers: tuple[str, ...],
     ) -> _Draft:  # fmt: skip
-        nodes = [*(item.get("parameters") or []), *(op.get("parameters") or [])]
-        resolved = self.collect_params(nodes, uri if op else item_uri, where)
+        path_where = where.rsplit("/", 1)[0]
+        nodes = [(n, item_uri, f"{path_where}/parameters/{i}") for i, n in enumerate(item.get("parameters") or [])]
+        nodes += [(n, uri, f"{where}/parameters/{i}") for i, n in enumerate(op.get("parameters") or [])]
+        resolved = self.collect_params(nodes)
         params: list[tuple[str, str, bool, dict[str, Any], str, str | None, bool | None]] = []
         body: Body | None = None
         body_location = "body"

@@ -15,6 +15,8 @@ from ._cache import load_spec
 from ._errors import CodemodeError, UsageError
 from ._ir import ApiSpec
 from ._sandbox import Bridge, RunOutcome, SandboxLimits
+from ._settings import ExecuteSettings, ServerSettings
+from ._upstream import UpstreamSettings
 
 __all__ = ["main"]
 
@@ -38,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve a spec as an MCP server")
-    serve.add_argument("spec", nargs="?", help=f"file, folder or URL (default: bundled {DEFAULT_SPEC})")
+    serve.add_argument(
+        "spec", nargs="?", help=f"file, folder, URL or servers/*.toml config (default: bundled {DEFAULT_SPEC})"
+    )
     serve.add_argument("--transport", choices=["stdio", "sse", "http"], default="stdio")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -79,10 +83,7 @@ def _execute_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="server name shown to clients")
 
 
-def _settings(args: argparse.Namespace) -> object:
-    from ._sandbox import SandboxLimits
-    from ._settings import ExecuteSettings, ServerSettings
-    from ._upstream import UpstreamSettings
+def _settings(args: argparse.Namespace) -> ServerSettings:
 
     headers: dict[str, str] = {}
     for raw in args.header:
@@ -113,15 +114,34 @@ def _load(source: str, args: argparse.Namespace) -> ApiSpec:
     return spec
 
 
+def _source_and_settings(args: argparse.Namespace) -> tuple[str, ServerSettings]:
+    """A spec (with settings from the flags) or a ``servers/*.toml`` config (flags may only tighten it)."""
+    source = _spec_arg(args.spec)
+    if not source.endswith(".toml"):
+        return source, _settings(args)
+    from ._config import load_server_config
+
+    source, settings = load_server_config(Path(source))
+    execute = settings.execute.model_copy(
+        update={"read_only": settings.execute.read_only or args.read_only,
+                "deny": (*settings.execute.deny, *args.deny)}
+    )  # fmt: skip
+    upstream = settings.upstream
+    if args.base_url:
+        upstream = upstream.model_copy(update={"base_url": args.base_url})
+    return source, settings.model_copy(update={"execute": execute, "upstream": upstream})
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ._server import CodemodeServer
 
-    spec = _load(_spec_arg(args.spec), args)
+    source, settings = _source_and_settings(args)
+    spec = _load(source, args)
     for w in spec.warnings[:5]:
         print(f"warning: {w}", file=sys.stderr)
     if len(spec.warnings) > 5:
         print(f"warning: …and {len(spec.warnings) - 5} more (codemode inspect SPEC lists them)", file=sys.stderr)
-    server = CodemodeServer(spec, _settings(args))  # type: ignore[arg-type]
+    server = CodemodeServer(spec, settings)
     if args.transport != "stdio":
         path = "/sse" if args.transport == "sse" else "/mcp"
         print(f"serving {spec.title} on http://{args.host}:{args.port}{path}", file=sys.stderr)
@@ -148,8 +168,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ._server import CodemodeServer
 
     code = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-    spec = _load(_spec_arg(args.spec), args)
-    server = CodemodeServer(spec, _settings(args))  # type: ignore[arg-type]
+    source, settings = _source_and_settings(args)
+    spec = _load(source, args)
+    server = CodemodeServer(spec, settings)
 
     async def go() -> tuple[str, bool]:
         async with server._lifespan(server.mcp):

@@ -23,7 +23,14 @@ from ._ir import SCHEMA_REF_PREFIX, ApiSpec, Operation, Param
 from ._render import ordered_params
 from ._upstream import NO_BODY, UpstreamRequest
 
-__all__ = ["bind_arguments", "build_request", "resolve_base_url", "resolve_operation", "stand_in"]
+__all__ = [
+    "bind_arguments",
+    "build_request",
+    "resolve_base_url",
+    "resolve_operation",
+    "response_warning",
+    "stand_in",
+]
 
 # Path parameters whose values may carry "/" unescaped (file paths, git refs, proxy paths).
 SLASH_PARAMS = frozenset({"path", "filepath", "file_path", "ref", "key", "name_path"})
@@ -94,6 +101,20 @@ def validate_arguments(spec: ApiSpec, op: Operation, bound: Mapping[str, tuple[P
                 break
     if problems:
         raise CallError(f"api.{op.key}: " + "; ".join(problems) + ".", code="call.invalid_argument")
+
+
+def response_warning(spec: ApiSpec, op: Operation, body: Any) -> str | None:
+    """Lenient response check: the first mismatch with the documented schema, as a note; never an error."""
+    resp = op.success_response()
+    if resp is None or not resp.schema or body is None:
+        return None
+    cls = OAS31Validator if spec.dialect == "oas31" else OAS30Validator
+    validator = cls({**resp.schema, "components": {"schemas": spec.schemas}})
+    for err in validator.iter_errors(body):
+        where = "".join(f"[{p!r}]" for p in err.absolute_path) or " (top level)"
+        message = err.message if len(err.message) <= 160 else err.message[:157] + "..."
+        return f"api.{op.key}: the response differs from the spec at result{where}: {message}"
+    return None
 
 
 def _describe(py_name: str, err: ValidationError) -> str:

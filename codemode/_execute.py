@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from ._client import bind_arguments, build_request, resolve_operation, stand_in
+from ._client import bind_arguments, build_request, resolve_operation, response_warning, stand_in
 from ._errors import CallError, ConfigError, UpstreamError, UsageError
 from ._ir import ApiSpec, Operation
 from ._render import signature
@@ -30,6 +30,8 @@ from ._settings import ExecuteSettings
 from ._upstream import Upstream, UpstreamResponse
 
 __all__ = ["CallRecord", "ExecuteReport", "Executor"]
+
+MAX_RESPONSE_NOTES = 3  # response/spec mismatches reported per execution
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,7 @@ class ExecuteReport:
     rejected: str | None = None  # the policy check's message, when the code never ran
     dry_run: bool = False
     limit_hits: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -178,6 +181,7 @@ class Executor:
                 return _err("api_error", self.scrubber.scrub_text(exc.message), op=op.key)
             self._record(report, lock, op, response.status, started)
             if 200 <= response.status < 300:
+                self._check_response(report, lock, op, response.body)
                 try:
                     return True, json.dumps(response.body)
                 except (TypeError, ValueError):
@@ -195,6 +199,15 @@ class Executor:
             )
 
         return bridge
+
+    def _check_response(self, report: ExecuteReport, lock: threading.Lock, op: Operation, body: Any) -> None:
+        if len(report.notes) >= MAX_RESPONSE_NOTES or not self.settings.check_responses:
+            return
+        note = response_warning(self.spec, op, body)
+        if note is not None:
+            with lock:
+                if note not in report.notes:
+                    report.notes.append(note)
 
     def _record(
         self, report: ExecuteReport, lock: threading.Lock, op: Operation, status: int | str, started: float

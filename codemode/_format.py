@@ -88,8 +88,8 @@ def format_execute(report: ExecuteReport, *, max_chars: int) -> tuple[str, bool]
     if report.dry_run:
         body.setdefault("notes", []).append("dry run: no request reached the upstream; results were stand-ins")
     body["calls"] = calls
-    if out.notes:
-        body.setdefault("notes", []).extend(out.notes)
+    if out.notes or report.notes:
+        body.setdefault("notes", []).extend([*out.notes, *report.notes])
     text = _json(body)
     if len(text) > max_chars:
         text = _shrink(body, max_chars)

@@ -26,6 +26,7 @@ class ExecuteSettings(BaseModel):
     max_calls: int = Field(default=50, ge=0, description="API calls one execution may make")
     max_response_chars: int = Field(default=40_000, ge=1000, description="size of one execute answer to the client")
     max_error_body_chars: int = Field(default=4_000, ge=100, description="upstream error body kept in ApiError.body")
+    check_responses: bool = Field(default=True, description="note (never fail) responses that differ from the spec")
     read_only: bool = Field(default=False, description="only GET, HEAD and OPTIONS operations are callable")
     allow: tuple[str, ...] = Field(default=(), description="if set, only these operations (key, operationId or glob)")
     deny: tuple[str, ...] = Field(default=(), description="operations never callable (key, operationId or glob)")

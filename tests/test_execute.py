@@ -178,3 +178,10 @@ async def test_search_code_sees_spec_not_api(spec: Any) -> None:
     report = await ex.run_search_code("api.pet.get_by_id(1)")
     assert report.outcome is not None and report.outcome.error is not None
     assert report.outcome.error.type == "NameError" and up.requests == []
+
+
+async def test_responses_that_differ_from_the_spec_are_notes_not_failures(spec: Any) -> None:
+    ex, _ = make(spec, FakeUpstream({("GET", "/pet/5"): (200, {"id": "five", "name": "Rex", "photoUrls": []})}))
+    out = await run(ex, "result = api.pet.get_by_id(5)['id']")
+    assert out["result"] == "five" and not out["is_error"]
+    assert any("api.pet.get_by_id: the response differs from the spec at result['id']" in n for n in out["notes"])

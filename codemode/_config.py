@@ -1,0 +1,67 @@
+"""Server configuration files (``servers/*.toml``): a spec plus its validated settings.
+
+``${NAME}`` in any string value is replaced by the environment variable ``NAME``
+when the file is loaded, so secrets stay out of the file; a missing variable is
+an error that names it and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ._errors import ConfigError
+from ._settings import ServerSettings
+
+__all__ = ["load_server_config"]
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(value: Any, env: Mapping[str, str], where: str) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(1) not in env:
+                raise ConfigError(
+                    f"{where}: environment variable {m.group(1)} is not set (used as ${{{m.group(1)}}}).",
+                    code="config.missing_env",
+                )
+            return env[m.group(1)]
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, env, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, env, where) for v in value]
+    return value
+
+
+def load_server_config(path: Path, env: Mapping[str, str] | None = None) -> tuple[str, ServerSettings]:
+    """``(spec source, settings)`` from a TOML file. The spec path is relative to the file."""
+    env = os.environ if env is None else env
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"server config {path} does not exist.", code="config.not_found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"server config {path} is not valid TOML: {exc}.", code="config.parse") from None
+    server = dict(data.pop("server", {}))
+    spec = server.pop("spec", None)
+    if not isinstance(spec, str):
+        raise ConfigError(f'{path}: [server] needs spec = "path, folder or URL".', code="config.no_spec")
+    if not spec.startswith(("http://", "https://")):
+        spec = str((path.parent / spec).resolve())
+    raw = _expand({**server, **data}, env, str(path))
+    try:
+        settings = ServerSettings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}.", code="config.invalid") from None
+    return spec, settings

@@ -1,0 +1,81 @@
+"""The thin CLI and server config files: clear one-line errors, no tracebacks, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codemode import ConfigError
+from codemode._cli import main
+from codemode._config import load_server_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_config_expands_env_and_resolves_spec_relative_to_file() -> None:
+    spec, settings = load_server_config(ROOT / "servers" / "kinto.toml",
+                                        env={"KINTO_URL": "http://127.0.0.1:1/v1", "KINTO_BASIC": "YWRtaW46eA=="})  # fmt: skip
+    assert spec == str(ROOT / "specs" / "kinto-26.5.0-served-__api__.json")
+    assert settings.upstream.base_url == "http://127.0.0.1:1/v1"
+    assert settings.upstream.headers == {"Authorization": "Basic YWRtaW46eA=="}
+    assert settings.execute.deny == ("flush.*",)
+
+
+def test_config_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_server_config(ROOT / "servers" / "kinto.toml", env={})
+    assert "KINTO_URL is not set" in info.value.message and info.value.code == "config.missing_env"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[server]\nspec = "x.yaml"\n[execute]\nmax_calls = -1\nbogus = 1\n')
+    with pytest.raises(ConfigError) as info:
+        load_server_config(bad, env={})
+    assert "execute.max_calls" in info.value.message and "execute.bogus" in info.value.message
+    bad.write_text("[server\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_server_config(bad, env={})
+
+
+def test_every_bundled_server_config_is_valid() -> None:
+    env = {k: "http://127.0.0.1:1" for k in ("KINTO_URL", "JUPYTER_URL", "HTTPBIN_URL")}
+    env |= {"KINTO_BASIC": "x", "JUPYTER_TOKEN": "x"}
+    for path in sorted((ROOT / "servers").glob("*.toml")):
+        spec, _ = load_server_config(path, env=env)
+        assert Path(spec).exists(), path
+
+
+def test_search_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "petstore3-openapi.yaml", "find pets by status", "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "GET /pet/findByStatus" in out and "api.pet.find_pets_by_status(" in out
+    assert main(["search", "petstore3-openapi.yaml", "--detail", "schema:Pet"]) == 0
+    assert "class Pet(TypedDict):" in capsys.readouterr().out
+
+
+def test_inspect_reports_warnings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("openapi: 3.0.0\ninfo: {title: t, version: '1'}\npaths:\n  /a:\n    get:\n      parameters:\n"
+                    "        - {$ref: '#/nope'}\n      responses: {'200': {description: ok}}\n")  # fmt: skip
+    assert main(["--no-cache", "inspect", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "operations: 1" in out and "/paths/~1a/get/parameters/0" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "needle"),
+    [
+        (["inspect", "/no/such.yaml"], 2, "error [spec.not_found]: spec not found: /no/such.yaml"),
+        (["serve", "/no/such.yaml"], 2, "error [spec.not_found]"),
+        (["serve", "servers/kinto.toml"], 2, "error [config.missing_env]"),
+        (["run", "petstore3-openapi.yaml", "-", "--header", "nocolon"], 2, "error [config.bad_header]"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(argv: list[str], code: int, needle: str) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT / ".pytest_cache")}
+    proc = subprocess.run([sys.executable, "-m", "codemode", *argv], cwd=ROOT, capture_output=True, text=True,
+                          env=env, input="", timeout=60)  # fmt: skip
+    assert proc.returncode == code, proc.stderr
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
