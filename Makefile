@@ -1,0 +1,35 @@
+# codemode-mcp. The two commands of the README:
+#   make run    set everything up and serve the bundled Petstore spec on http://127.0.0.1:8000/mcp
+#   make test   set everything up (incl. test upstreams and Node 22 tools) and run every check
+SHELL := /bin/bash
+PY := .venv/bin/python
+SPEC ?= specs/petstore3-openapi.yaml
+PORT ?= 8000
+
+.PHONY: setup run stdio test lint typecheck bench setup-test
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	.venv/bin/codemode serve $(SPEC) --transport http --port $(PORT)
+
+stdio: setup
+	.venv/bin/codemode serve $(SPEC)
+
+setup-test: setup
+	@bash scripts/setup-upstreams.sh
+	@bash scripts/setup-node.sh
+
+lint:
+	.venv/bin/ruff check codemode tests bench
+	.venv/bin/ruff format --check codemode
+
+typecheck:
+	.venv/bin/mypy
+
+test: setup-test lint typecheck
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(PY) bench/run.py
