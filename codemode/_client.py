@@ -165,8 +165,14 @@ def build_request(
     for param, value in bound.values():
         loc = param.location
         if loc == "path":
+            text = _scalar(value)
             safe = "/" if param.name.lower() in SLASH_PARAMS else ""
-            path = path.replace("{" + param.name + "}", quote(_scalar(value), safe=safe))
+            if safe and any(seg in (".", "..") for seg in text.split("/")):
+                raise CallError(
+                    f"api.{op.key}: argument {param.py_name}: '.' and '..' segments are not allowed in a path.",
+                    code="call.invalid_argument",
+                )
+            path = path.replace("{" + param.name + "}", quote(text, safe=safe))
         elif loc == "query":
             if isinstance(value, list) and param.explode is not False:
                 params.extend((param.name, _scalar(v)) for v in value)

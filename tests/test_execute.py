@@ -185,3 +185,15 @@ async def test_responses_that_differ_from_the_spec_are_notes_not_failures(spec: 
     out = await run(ex, "result = api.pet.get_by_id(5)['id']")
     assert out["result"] == "five" and not out["is_error"]
     assert any("api.pet.get_by_id: the response differs from the spec at result['id']" in n for n in out["notes"])
+
+
+async def test_path_arguments_cannot_escape_the_operation_path() -> None:
+    spec = load_spec(str(PETSTORE.parent / "jupyter_server-2.21.1-api.yaml"))
+    up = FakeUpstream()
+    ex = Executor(spec, LocalSandbox(), up, ExecuteSettings(), base_url="http://127.0.0.1:1/api/v3")
+    out = await run(ex, "api.contents.get('a/b.ipynb')\napi.contents.get('../../etc/passwd')")
+    assert up.requests[0].url == "http://127.0.0.1:1/api/v3/api/contents/a/b.ipynb"
+    assert "'.' and '..' segments are not allowed" in out["error"] and len(up.requests) == 1
+    up.requests.clear()
+    await run(ex, "api.sessions.get('x/../../y@evil.com:80')")
+    assert up.requests[0].url.startswith("http://127.0.0.1:1/api/v3/api/sessions/x%2F..%2F..%2Fy%40evil.com%3A80")
