@@ -1,0 +1,108 @@
+"""search ranking, filters, budgets and the rendered signatures (the public text the model reads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codemode import load_spec
+from codemode._format import approx_tokens
+from codemode._naming import NameRequest, assign_names, snake
+from codemode._render import describe_operation, render_schema, signature
+from codemode._search import SearchIndex
+from codemode._server import CodemodeServer
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "specs"
+
+
+class _NoRun:
+    def run(self, *a: Any, **k: Any) -> Any:
+        raise AssertionError("search must not execute code here")
+
+    def prepare(self) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def petstore() -> Any:
+    return load_spec(str(ROOT / "specs" / "petstore3-openapi.yaml"))
+
+
+def test_signature_shows_types_defaults_literals_and_return(petstore: Any) -> None:
+    op = petstore.operation("pet.find_pets_by_status")
+    assert signature(op) == (
+        "api.pet.find_pets_by_status(*, status: Literal['available', 'pending', 'sold'] = 'available') -> list[Pet]"
+    )
+    add = signature(petstore.operation("pet.add"))
+    assert add.startswith("api.pet.add(*, name: str, photoUrls: list[str], id: int | None = None")
+    assert signature(petstore.operation("pet.get_by_id")) == "api.pet.get_by_id(petId: int) -> Pet"
+
+
+def test_detail_and_typed_dict_views(petstore: Any) -> None:
+    text = describe_operation(petstore, petstore.operation("pet.add"))
+    assert text.splitlines()[0] == "POST /pet"
+    assert "class Pet(TypedDict):" in text and "class Category(TypedDict):" in text
+    assert "photoUrls: list[str]" in render_schema(petstore, "Pet")
+    small = describe_operation(petstore, petstore.operation("pet.add"), budget_chars=900)
+    assert "# not shown (budget)" in small and len(small) < 1200
+
+
+def test_search_ranks_and_filters(petstore: Any) -> None:
+    index = SearchIndex(petstore)
+    assert index.search("delete a pet")[0].operation.label == "DELETE /pet/{petId}"
+    assert index.search("place an order for a pet")[0].operation.label == "POST /store/order"
+    only_get = index.search("pet", method="GET")
+    assert only_get and all(h.operation.method == "get" for h in only_get)
+    store = index.search("", tag="store")
+    assert store and all(h.operation.path.startswith("/store") for h in store)
+    assert all(h.operation.path.startswith("/user") for h in index.search("user", path_prefix="/user"))
+    assert index.search("zzzqqq") == []
+    assert index.suggest("pett") and any(s.startswith("tag:") for s in index.suggest("pett"))
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/specs is not beside the checkout")
+async def test_search_answer_stays_in_budget_on_a_huge_spec(tmp_path: Path) -> None:
+    spec = load_spec(str(SHARED / "github-api.github.com.json"), cache_dir=tmp_path)
+    server = CodemodeServer(spec, sandbox=_NoRun())
+    result = await server.search("list pull requests", limit=25)
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert approx_tokens(text) <= server.settings.search.max_response_tokens
+    assert "GET /repos/{owner}/{repo}/pulls" in text and "api.pulls.list(" in text
+    empty = await server.search("xqzv wqpt")
+    assert "No operation of GitHub" in empty.content[0].text  # type: ignore[union-attr]
+    detail = await server.search(detail="pulls/create")
+    assert detail.content[0].text.startswith("POST /repos/{owner}/{repo}/pulls")  # type: ignore[union-attr]
+    missing = await server.search(detail="api.pulls.nope")
+    assert missing.is_error and "Did you mean" in missing.content[0].text  # type: ignore[union-attr]
+
+
+async def test_tools_list_is_exactly_two_small_tools(petstore: Any) -> None:
+    server = CodemodeServer(petstore, sandbox=_NoRun())
+    tools = await server.mcp.list_tools()
+    assert [t.name for t in tools] == ["search", "execute"]
+    assert "query" in tools[0].input_schema["properties"] and tools[1].input_schema["required"] == ["code"]
+    text = "".join(t.model_dump_json(by_alias=True, exclude_none=True) for t in tools)
+    assert approx_tokens(text) < 1000
+
+
+def test_naming_policy() -> None:
+    assert snake("listDNSRecords") == "list_dns_records"
+    reqs = [
+        NameRequest("get", "/repos/{owner}/{repo}", "repos/get", []),
+        NameRequest(
+            "get", "/zones/{id}/dns_records", "dns-records-for-a-zone-list-dns-records", ["DNS Records for a Zone"]
+        ),
+        NameRequest("get", "/api/contents/{path}", None, ["contents"]),
+        NameRequest("get", "/api/contents/{path}", None, ["contents"]),
+        NameRequest("post", "/x", "class", ["call"]),
+        NameRequest("get", "/" + "very_long_segment/" * 10, "a" * 80 + "Thing", ["t"]),
+    ]
+    names = assign_names(reqs)
+    assert names[0] == ("repos", "get")
+    assert names[1] == ("dns_records_for_a_zone", "list_dns_records")
+    assert names[2] == ("contents", "get") and names[3] == ("contents", "get_2")
+    assert names[4] == ("call_", "class_")
+    assert all(len(f"{g}.{n}") <= 64 for g, n in names)
