@@ -108,8 +108,15 @@ def spec_section(quick: bool) -> str:
     return str(mod.measure(quick=quick)["markdown"])
 
 
+def execute_section(quick: bool) -> str:
+    mod = importlib.import_module("bench_execute")
+    result = mod.measure(runs=50 if quick else 300, executions=200 if quick else 1000)
+    return str(mod.table(result))
+
+
 SECTIONS: list[tuple[str, Callable[[bool], str]]] = [
     ("Isolate (bench/bench_sandbox.py)", sandbox_section),
+    ("Execute (bench/bench_execute.py)", execute_section),
     ("Search quality (bench/search_eval.py)", search_eval_section),
     ("Spec serving (bench/bench_spec.py)", spec_section),
 ]

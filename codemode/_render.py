@@ -61,9 +61,14 @@ def type_text(schema: dict[str, Any] | None, depth: int = 0) -> str:
     elif isinstance(schema.get("allOf"), list) and schema["allOf"]:
         subs = [s for s in schema["allOf"] if isinstance(s, dict)]
         named = [type_text(s, depth + 1) for s in subs if _ref_name(s)]
-        text = named[0] if len(subs) == 1 or (named and len(named) == len(subs)) else (named[0] if named else "dict")
-        if len(subs) > 1 and not (len(named) == 1 and len(subs) == 1):
-            text = " & ".join(named) if len(named) == len(subs) and len(named) > 1 else text
+        if len(subs) == 1:
+            text = type_text(subs[0], depth + 1)
+        elif named and len(named) == len(subs):
+            text = " & ".join(named)
+        elif named:
+            text = named[0]
+        else:
+            text = _object_text(_merge_all_of(subs), depth)
     else:
         kind = schema.get("type")
         kinds = [k for k in kind if k != "null"] if isinstance(kind, list) else [kind] if kind else []
@@ -85,6 +90,14 @@ def type_text(schema: dict[str, Any] | None, depth: int = 0) -> str:
                 )
         text = " | ".join(texts) if texts else "Any"
     return f"{text} | None" if nullable and not text.endswith("None") else text
+
+
+def _merge_all_of(subs: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {"type": "object", "properties": {}, "required": []}
+    for sub in subs:
+        merged["properties"].update(sub.get("properties") or {})
+        merged["required"] += [r for r in sub.get("required") or [] if isinstance(r, str)]
+    return merged
 
 
 def _object_text(schema: dict[str, Any], depth: int) -> str:

@@ -106,3 +106,15 @@ def test_naming_policy() -> None:
     assert names[2] == ("contents", "get") and names[3] == ("contents", "get_2")
     assert names[4] == ("call_", "class_")
     assert all(len(f"{g}.{n}") <= 64 for g, n in names)
+
+
+def test_type_text_handles_every_all_of_shape() -> None:
+    from codemode._render import type_text
+
+    inline = {"type": "object", "properties": {"a": {"type": "string"}}}
+    assert type_text({"allOf": [inline]}) == "dict"  # one inline member (crashed once on Cloudflare)
+    assert type_text({"allOf": [inline, {"properties": {"b": {"type": "integer"}}, "required": ["b"]}]}) == (
+        "{a?: str, b: int}"
+    )
+    assert type_text({"allOf": [{"$ref": "#/components/schemas/A"}, inline]}) == "A"
+    assert type_text({"allOf": [{"$ref": "#/components/schemas/A"}, {"$ref": "#/components/schemas/B"}]}) == "A & B"
