@@ -4,23 +4,38 @@ BM25F over weighted fields (names, path, summary, tags, description, parameter
 names, schema names) with Snowball stemming, plus two pieces of policy kept as
 data: a synonym table that maps how users speak to how APIs are written, and an
 intent table that maps task verbs to HTTP methods.
+
+When the optional embedding model is installed (``codemode-mcp[semantic]``, see
+:mod:`codemode._embed`), a second ranker scores operations by cosine similarity of
+sentence embeddings, and the two rankings are fused by reciprocal rank. Building
+the BM25 index is cheap and done in the constructor; the embeddings are not:
+:meth:`SearchIndex.load_embeddings` loads them from the disk cache or computes
+them (tens of seconds for a spec of ~1,500 operations on first use), and search
+uses BM25 alone until they are ready.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import re
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import snowballstemmer  # type: ignore[import-untyped]
 
 from ._ir import ApiSpec, Operation
 from ._naming import snake
 from ._render import referenced_names
+
+if TYPE_CHECKING:
+    from ._embed import Embedder
 
 __all__ = ["Hit", "SearchIndex"]
 
@@ -31,6 +46,8 @@ FIELD_WEIGHTS: dict[str, float] = {
 K1, B = 1.2, 0.75
 SYNONYM_WEIGHT = 0.45
 METHOD_BOOST = 0.6  # multiplier on the score share when the query's intent matches the method
+RRF_K = 60  # reciprocal-rank fusion constant (the usual default; flat enough that both rankers count)
+log = logging.getLogger("codemode.search")
 
 # User words -> words APIs use. Keys and values are matched after stemming.
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -131,9 +148,23 @@ class Hit:
 
 
 class SearchIndex:
-    def __init__(self, spec: ApiSpec) -> None:
+    """Ranked search over ``spec``. Construction builds BM25 only (milliseconds).
+
+    ``embedder``: ``"auto"`` uses the installed embedding model if there is one,
+    ``None`` disables semantic ranking, or pass any :class:`~codemode._embed.Embedder`.
+    Semantic ranking starts once :meth:`load_embeddings` has run.
+    """
+
+    def __init__(
+        self, spec: ApiSpec, *, embedder: Embedder | Literal["auto"] | None = "auto", cache_dir: Path | None = None
+    ) -> None:
         self.spec = spec
         self._ops = spec.operations
+        self._embedder_arg = embedder
+        self._embedder: Embedder | None = None
+        self._matrix: Any = None  # numpy (n, d) once loaded
+        self._cache_dir = cache_dir
+        self._embed_lock = threading.Lock()
         self._tf: list[dict[str, float]] = []
         self._len: list[float] = []
         df: Counter[str] = Counter()
@@ -157,6 +188,38 @@ class SearchIndex:
                 self._postings[t].append(i)
         self._syn = {_stem(k): tuple(_stem(v) for v in vs) for k, vs in SYNONYMS.items()}
         self._intent = {_stem(k): v for k, v in INTENTS.items()}
+
+    @property
+    def semantic(self) -> bool:
+        """Whether the embedding ranker is in use (its operation embeddings are loaded)."""
+        return self._matrix is not None
+
+    def load_embeddings(self, *, background: bool = False) -> bool:
+        """Load or compute the operation embeddings; blocking unless ``background``.
+
+        Idempotent and thread-safe. Returns whether semantic ranking is on (for
+        ``background=True``: whether it already was). Never raises for a missing model.
+        """
+        if background:
+            threading.Thread(target=self.load_embeddings, name="codemode-embed", daemon=True).start()
+            return self.semantic
+        with self._embed_lock:
+            if self._matrix is not None or self._embedder_arg is None:
+                return self._matrix is not None
+            try:
+                from ._embed import default_embedder, operation_matrix
+
+                emb = default_embedder() if self._embedder_arg == "auto" else self._embedder_arg
+                if emb is None or isinstance(emb, str):
+                    self._embedder_arg = None
+                    return False
+                matrix = operation_matrix(self.spec, emb, self._cache_dir)
+            except Exception as exc:  # noqa: BLE001 - the optional ranker must never break search
+                log.warning("semantic search disabled: %s: %s", type(exc).__name__, exc)
+                self._embedder_arg = None
+                return False
+            self._embedder, self._matrix = emb, matrix
+            return True
 
     @staticmethod
     def _fields(op: Operation) -> Iterable[tuple[str, str]]:
@@ -206,7 +269,8 @@ class SearchIndex:
     ) -> list[Hit]:
         terms, methods = self.query_terms(query)
         allowed = self._filter(tag, method, path_prefix)
-        if not terms:  # a filter-only query lists in spec order
+        semantic = self._matrix is not None and bool(query.strip())
+        if not terms and not semantic:  # a filter-only query lists in spec order
             return [Hit(self._ops[i], 0.0) for i in allowed][:limit] if (tag or method or path_prefix) else []
         scores = self._score(terms)
         if methods:
@@ -214,8 +278,21 @@ class SearchIndex:
                 if self._ops[i].method in methods:
                     scores[i] *= 1 + METHOD_BOOST
         allowed_set = set(allowed)
+        if semantic:
+            scores = self._fuse(query, scores, allowed)
         ranked = sorted((i for i in scores if i in allowed_set), key=lambda i: (-scores[i], i))
-        return [Hit(self._ops[i], round(scores[i], 3)) for i in ranked[:limit]]
+        return [Hit(self._ops[i], round(scores[i], 4 if semantic else 3)) for i in ranked[:limit]]
+
+    def _fuse(self, query: str, bm25: dict[int, float], allowed: list[int]) -> dict[int, float]:
+        """Reciprocal-rank fusion of BM25 (matching ops only) and cosine similarity (all allowed ops)."""
+        assert self._embedder is not None
+        sims = self._matrix[allowed] @ self._embedder.encode([query])[0]
+        fused: dict[int, float] = defaultdict(float)
+        for rank, j in enumerate(sorted(range(len(allowed)), key=lambda j: -float(sims[j]))):
+            fused[allowed[j]] = 1.0 / (RRF_K + rank + 1)
+        for rank, i in enumerate(sorted(bm25, key=lambda i: (-bm25[i], i))):
+            fused[i] += 1.0 / (RRF_K + rank + 1)
+        return fused
 
     def _filter(self, tag: str | None, method: str | None, path_prefix: str | None) -> list[int]:
         out = []
