@@ -18,12 +18,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from codemode import load_spec  # noqa: E402
-from codemode._client import bind_arguments, build_request  # noqa: E402
-from codemode._execute import Executor  # noqa: E402
-from codemode._sandbox import WasmSandbox  # noqa: E402
-from codemode._settings import ExecuteSettings  # noqa: E402
-from codemode._upstream import AuditEvent, HttpxUpstream, UpstreamSettings  # noqa: E402
+from codemode import load_spec
+from codemode._client import bind_arguments, build_request
+from codemode._execute import Executor
+from codemode._sandbox import WasmSandbox
+from codemode._settings import ExecuteSettings
+from codemode._upstream import AuditEvent, HttpxUpstream, UpstreamSettings
 
 UPSTREAM = r"""
 import json, sys

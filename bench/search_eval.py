@@ -3,6 +3,7 @@
 ``--ranker bm25|embed|hybrid|all`` (default ``all`` when the optional embedding
 model is installed, else ``bm25``); ``-v`` prints the misses of each ranker.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,9 +58,19 @@ def evaluate(ranker: str = "bm25", verbose: bool = False) -> list[dict[str, obje
                 print(f"MISS {ranker} [{key}] {q['q']!r} want {q['expect'][0]} got {labels[:3]}")
         n = len(entry["queries"])
         lat.sort()
-        rows.append({"spec": key, "n": n, "ops": len(spec.operations), "r1": r1 / n, "r5": r5 / n,
-                     "p50_ms": lat[len(lat) // 2], "index_ms": build_ms, "embed_ms": embed_ms,
-                     "styles": {k: sum(v) / len(v) for k, v in by_style.items()}})
+        rows.append(
+            {
+                "spec": key,
+                "n": n,
+                "ops": len(spec.operations),
+                "r1": r1 / n,
+                "r5": r5 / n,
+                "p50_ms": lat[len(lat) // 2],
+                "index_ms": build_ms,
+                "embed_ms": embed_ms,
+                "styles": {k: sum(v) / len(v) for k, v in by_style.items()},
+            }
+        )
     return rows
 
 
@@ -69,8 +80,10 @@ def print_table(ranker: str, rows: list[dict[str, object]]) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     tot = sum(r["n"] for r in rows)  # type: ignore[misc]
     for r in rows:
-        print(f"| {r['spec']} | {r['ops']} | {r['n']} | {r['r1']:.2f} | {r['r5']:.2f} | {r['p50_ms']:.2f} "
-              f"| {r['index_ms']:.0f} | {r['embed_ms']:.0f} |")
+        print(
+            f"| {r['spec']} | {r['ops']} | {r['n']} | {r['r1']:.2f} | {r['r5']:.2f} | {r['p50_ms']:.2f} "
+            f"| {r['index_ms']:.0f} | {r['embed_ms']:.0f} |"
+        )
     w1 = sum(r["r1"] * r["n"] for r in rows) / tot  # type: ignore[operator]
     w5 = sum(r["r5"] * r["n"] for r in rows) / tot  # type: ignore[operator]
     print(f"| **overall** | | {tot} | {w1:.2f} | {w5:.2f} | | | |")

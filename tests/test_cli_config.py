@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_config_expands_env_and_resolves_spec_relative_to_file() -> None:
-    spec, settings = load_server_config(ROOT / "servers" / "kinto.toml",
-                                        env={"KINTO_URL": "http://127.0.0.1:1/v1", "KINTO_BASIC": "YWRtaW46eA=="})  # fmt: skip
+    spec, settings = load_server_config(
+        ROOT / "servers" / "kinto.toml", env={"KINTO_URL": "http://127.0.0.1:1/v1", "KINTO_BASIC": "YWRtaW46eA=="}
+    )
     assert spec == str(ROOT / "specs" / "kinto-26.5.0-served-__api__.json")
     assert settings.upstream.base_url == "http://127.0.0.1:1/v1"
     assert settings.upstream.headers == {"Authorization": "Basic YWRtaW46eA=="}
@@ -56,8 +57,10 @@ def test_search_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_inspect_reports_warnings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
-    spec.write_text("openapi: 3.0.0\ninfo: {title: t, version: '1'}\npaths:\n  /a:\n    get:\n      parameters:\n"
-                    "        - {$ref: '#/nope'}\n      responses: {'200': {description: ok}}\n")  # fmt: skip
+    spec.write_text(
+        "openapi: 3.0.0\ninfo: {title: t, version: '1'}\npaths:\n  /a:\n    get:\n      parameters:\n"
+        "        - {$ref: '#/nope'}\n      responses: {'200': {description: ok}}\n"
+    )
     assert main(["--no-cache", "inspect", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "operations: 1" in out and "/paths/~1a/get/parameters/0" in out
@@ -74,8 +77,15 @@ def test_inspect_reports_warnings(capsys: pytest.CaptureFixture[str], tmp_path: 
 )
 def test_errors_are_one_line_without_traceback(argv: list[str], code: int, needle: str) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT / ".pytest_cache")}
-    proc = subprocess.run([sys.executable, "-m", "codemode", *argv], cwd=ROOT, capture_output=True, text=True,
-                          env=env, input="", timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "codemode", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        input="",
+        timeout=60,
+    )
     assert proc.returncode == code, proc.stderr
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -14,18 +14,12 @@ from codemode._ir import SecurityScheme
 from codemode._upstream import UpstreamRequest
 
 SCHEMES = {
-    "api_key": SecurityScheme(
-        "api_key", "apiKey", location="header", param_name="X-API-Key"
-    ),
-    "queryKey": SecurityScheme(
-        "queryKey", "apiKey", location="query", param_name="key"
-    ),
+    "api_key": SecurityScheme("api_key", "apiKey", location="header", param_name="X-API-Key"),
+    "queryKey": SecurityScheme("queryKey", "apiKey", location="query", param_name="key"),
     "session": SecurityScheme("session", "apiKey", location="cookie", param_name="sid"),
     "bearerAuth": SecurityScheme("bearerAuth", "http", scheme="bearer"),
     "basic-auth": SecurityScheme("basic-auth", "http", scheme="basic"),
-    "oauth": SecurityScheme(
-        "oauth", "oauth2", token_url="https://auth.test/token", scopes=("read", "write")
-    ),
+    "oauth": SecurityScheme("oauth", "oauth2", token_url="https://auth.test/token", scopes=("read", "write")),
     "oidc": SecurityScheme("oidc", "openIdConnect"),
     "mtls": SecurityScheme("mtls", "mutualTLS"),
 }
@@ -69,9 +63,7 @@ async def test_api_key_header_query_cookie() -> None:
 
 
 async def test_injection_overrides_caller_values_case_insensitively() -> None:
-    creds = Credentials.from_env(
-        SCHEMES, {"CODEMODE_API_KEY": "real-key", "CODEMODE_QUERY_KEY": "q"}
-    )
+    creds = Credentials.from_env(SCHEMES, {"CODEMODE_API_KEY": "real-key", "CODEMODE_QUERY_KEY": "q"})
     req = request(("api_key",), headers={"x-api-key": "guest-supplied"})
     assert (await creds.apply(req)).headers == {"X-API-Key": "real-key"}
     req = request(("queryKey",), params=[("key", "guest"), ("b", "2")])
@@ -106,18 +98,10 @@ async def test_basic(env: dict[str, str]) -> None:
 async def test_other_http_scheme_and_static_oauth_token() -> None:
     schemes = {"tok": SecurityScheme("tok", "http", scheme="Token")}
     creds = Credentials.from_env(schemes, {"CODEMODE_TOK": "abcdefgh"})
-    assert (await creds.apply(request(("tok",)))).headers[
-        "Authorization"
-    ] == "Token abcdefgh"
-    creds = Credentials.from_env(
-        SCHEMES, {"CODEMODE_OIDC": "id-token-1", "CODEMODE_OAUTH": "at-2"}
-    )
-    assert (await creds.apply(request(("oidc",)))).headers[
-        "Authorization"
-    ] == "Bearer id-token-1"
-    assert (await creds.apply(request(("oauth",)))).headers[
-        "Authorization"
-    ] == "Bearer at-2"
+    assert (await creds.apply(request(("tok",)))).headers["Authorization"] == "Token abcdefgh"
+    creds = Credentials.from_env(SCHEMES, {"CODEMODE_OIDC": "id-token-1", "CODEMODE_OAUTH": "at-2"})
+    assert (await creds.apply(request(("oidc",)))).headers["Authorization"] == "Bearer id-token-1"
+    assert (await creds.apply(request(("oauth",)))).headers["Authorization"] == "Bearer at-2"
 
 
 async def test_alternatives_first_satisfiable_wins() -> None:
@@ -126,9 +110,7 @@ async def test_alternatives_first_satisfiable_wins() -> None:
         {"CODEMODE_BEARER_AUTH": "bearer-tok", "CODEMODE_QUERY_KEY": "qk-value"},
     )
     # (api_key AND bearerAuth) is not satisfiable: api_key is missing.
-    out = await creds.apply(
-        request(("api_key", "bearerAuth"), ("queryKey",), ("bearerAuth",))
-    )
+    out = await creds.apply(request(("api_key", "bearerAuth"), ("queryKey",), ("bearerAuth",)))
     assert "Authorization" not in out.headers
     assert out.params[-1] == ("key", "qk-value")
     # An optional-auth alternative (()) does not stop configured credentials being sent.
@@ -147,20 +129,12 @@ def test_describe_names_only() -> None:
     env = {"CODEMODE_API_KEY": "value-never-shown", "CODEMODE_OAUTH_CLIENT_ID": "cid"}
     lines = Credentials.from_env(SCHEMES, env).describe()
     text = "\n".join(lines)
-    assert "value-never-shown" not in text and "cid" not in text.replace(
-        "CLIENT_ID", ""
-    )
+    assert "value-never-shown" not in text and "cid" not in text.replace("CLIENT_ID", "")
     assert len(lines) == len(SCHEMES)
-    assert (
-        "api_key (apiKey in header X-API-Key): configured from CODEMODE_API_KEY"
-        in lines
-    )
+    assert "api_key (apiKey in header X-API-Key): configured from CODEMODE_API_KEY" in lines
     assert any("missing CODEMODE_BASIC_AUTH_USERNAME" in line for line in lines)
     assert any(line.startswith("mtls") and "not supported" in line for line in lines)
-    assert any(
-        line.startswith("oauth ") and "CODEMODE_OAUTH_CLIENT_SECRET" in line
-        for line in lines
-    )
+    assert any(line.startswith("oauth ") and "CODEMODE_OAUTH_CLIENT_SECRET" in line for line in lines)
 
 
 class TokenServer:
@@ -197,9 +171,7 @@ def oauth_creds(server: TokenServer, clock: Clock, **env: str) -> Credentials:
         "CODEMODE_OAUTH_CLIENT_ID": "client-id",
         "CODEMODE_OAUTH_CLIENT_SECRET": "client-secret",
     }
-    creds = Credentials.from_env(
-        SCHEMES, {**base, **env}, transport=httpx.MockTransport(server.handler)
-    )
+    creds = Credentials.from_env(SCHEMES, {**base, **env}, transport=httpx.MockTransport(server.handler))
     creds._clock = clock  # test seam
     return creds
 
@@ -236,9 +208,7 @@ async def test_oauth_concurrent_fetches_coalesce() -> None:
     server = TokenServer()
     creds = oauth_creds(server, Clock())
     try:
-        outs = await asyncio.gather(
-            *(creds.apply(request(("oauth",))) for _ in range(10))
-        )
+        outs = await asyncio.gather(*(creds.apply(request(("oauth",))) for _ in range(10)))
         assert server.calls == 1
         assert {o.headers["Authorization"] for o in outs} == {"Bearer access-1"}
     finally:
@@ -293,9 +263,7 @@ async def test_oauth_token_endpoint_unreachable() -> None:
 
 def test_oauth_without_token_url_is_missing() -> None:
     schemes = {"o": SecurityScheme("o", "oauth2")}
-    creds = Credentials.from_env(
-        schemes, {"CODEMODE_O_CLIENT_ID": "i", "CODEMODE_O_CLIENT_SECRET": "s"}
-    )
+    creds = Credentials.from_env(schemes, {"CODEMODE_O_CLIENT_ID": "i", "CODEMODE_O_CLIENT_SECRET": "s"})
     assert creds.configured() == set()
     assert "CODEMODE_O_TOKEN_URL" in creds.describe()[0]
 

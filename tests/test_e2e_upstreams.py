@@ -38,8 +38,9 @@ async def call(client: Client, tool: str, args: dict[str, Any]) -> tuple[str, bo
 @pytest.fixture
 def kinto_server(kinto: Any, wasm: WasmSandbox) -> CodemodeServer:
     token = base64.b64encode(f"{kinto.info.username}:{kinto.info.password}".encode()).decode()
-    settings = ServerSettings(upstream=UpstreamSettings(base_url=kinto.base_url,
-                                                        headers={"Authorization": f"Basic {token}"}))  # fmt: skip
+    settings = ServerSettings(
+        upstream=UpstreamSettings(base_url=kinto.base_url, headers={"Authorization": f"Basic {token}"})
+    )
     return CodemodeServer(load_spec(str(SPECS / "kinto-26.5.0-served-__api__.json")), settings, sandbox=wasm)
 
 
@@ -98,7 +99,7 @@ async def test_credentials_never_reach_the_guest(httpbin_url: str, wasm: WasmSan
     settings = ServerSettings(
         upstream=UpstreamSettings(
             base_url=httpbin_url, headers={"Authorization": f"Bearer {SECRET}", "X-Api-Key": SECRET}
-        ),  # fmt: skip
+        ),
         execute=ExecuteSettings(),
     )
     server = CodemodeServer(load_spec(str(SPECS / "httpbin-0.10.4-served-spec.json")), settings, sandbox=wasm)
@@ -121,7 +122,11 @@ result = {"headers": echo, "anything": anything["headers"]}
 
 async def test_basic_auth_scheme_from_env_is_injected(httpbin_url: str, wasm: WasmSandbox) -> None:
     spec = load_spec(str(SPECS / "httpbin-0.10.4-served-spec.json"))
-    server = CodemodeServer(spec, ServerSettings(upstream=UpstreamSettings(base_url=httpbin_url)), sandbox=wasm,
-                            env={"CODEMODE_AUTH_TOKEN": SECRET})  # fmt: skip
+    server = CodemodeServer(
+        spec,
+        ServerSettings(upstream=UpstreamSettings(base_url=httpbin_url)),
+        sandbox=wasm,
+        env={"CODEMODE_AUTH_TOKEN": SECRET},
+    )
     text, _ = await run_code(server, "result = api.call('GET /anything')['headers']")
     assert SECRET not in text

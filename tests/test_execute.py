@@ -67,8 +67,11 @@ async def test_calls_build_real_requests(spec: Any) -> None:
 
 async def test_body_fields_query_and_headers(spec: Any) -> None:
     ex, up = make(spec)
-    await run(ex, "api.pet.add(name='Rex', photoUrls=['u'], status='sold')\n"
-                  "api.pet.find_pets_by_status(status='sold')\napi.pet.delete(3, api_key='k')")  # fmt: skip
+    await run(
+        ex,
+        "api.pet.add(name='Rex', photoUrls=['u'], status='sold')\n"
+        "api.pet.find_pets_by_status(status='sold')\napi.pet.delete(3, api_key='k')",
+    )
     add, find, delete = up.requests
     assert add.method == "POST" and add.json == {"name": "Rex", "photoUrls": ["u"], "status": "sold"}
     assert find.params == [("status", "sold")]
@@ -142,7 +145,10 @@ async def test_read_only_allow_and_deny(spec: Any) -> None:
 
 async def test_call_limit_is_enforced_even_if_caught(spec: Any) -> None:
     ex, up = make(spec, max_calls=3)
-    code = "n = 0\nfor i in range(10):\n    try:\n        api.pet.get_by_id(i)\n        n += 1\n    except Exception:\n        pass\nresult = n"
+    code = (
+        "n = 0\nfor i in range(10):\n    try:\n        api.pet.get_by_id(i)\n        n += 1\n"
+        "    except Exception:\n        pass\nresult = n"
+    )
     out = await run(ex, code)
     assert out["result"] == 3 and len(up.requests) == 3
     assert out["is_error"] and "max_calls=3" in out["error"]
@@ -174,7 +180,10 @@ async def test_search_code_sees_spec_not_api(spec: Any) -> None:
     ex, up = make(spec)
     report = await ex.run_search_code("result = [o['name'] for o in spec.operations if o['method'] == 'DELETE']")
     assert report.outcome is not None and sorted(report.outcome.result) == [
-        "api.pet.delete", "api.store.delete_order", "api.user.delete"]  # fmt: skip
+        "api.pet.delete",
+        "api.store.delete_order",
+        "api.user.delete",
+    ]
     report = await ex.run_search_code("api.pet.get_by_id(1)")
     assert report.outcome is not None and report.outcome.error is not None
     assert report.outcome.error.type == "NameError" and up.requests == []

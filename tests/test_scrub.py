@@ -8,9 +8,7 @@ from codemode._scrub import REDACTED, Scrubber, basic_auth_forms
 
 def test_substring_replaced_in_text() -> None:
     s = Scrubber(["s3cr3t-token"])
-    assert s.scrub_text("token=s3cr3t-token; again s3cr3t-token") == (
-        f"token={REDACTED}; again {REDACTED}"
-    )
+    assert s.scrub_text("token=s3cr3t-token; again s3cr3t-token") == (f"token={REDACTED}; again {REDACTED}")
 
 
 def test_no_secrets_is_identity() -> None:
@@ -95,9 +93,7 @@ def test_basic_auth_forms() -> None:
     encoded = base64.b64encode(b"user:pa55word").decode()
     assert forms == ["pa55word", "user:pa55word", encoded, f"Basic {encoded}"]
     s = Scrubber(forms)
-    assert (
-        s.scrub_text(f"Authorization: Basic {encoded}") == f"Authorization: {REDACTED}"
-    )
+    assert s.scrub_text(f"Authorization: Basic {encoded}") == f"Authorization: {REDACTED}"
 
 
 def test_repr_hides_secrets() -> None:

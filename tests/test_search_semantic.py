@@ -1,4 +1,5 @@
 """The optional embedding ranker: fused with BM25 when installed, absent without error."""
+
 from __future__ import annotations
 
 from pathlib import Path

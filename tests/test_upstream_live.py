@@ -55,9 +55,7 @@ async def httpbin(httpbin_url: str) -> AsyncIterator[HttpxUpstream]:
 
 
 async def test_get_anything_with_query(httpbin: HttpxUpstream) -> None:
-    res = await httpbin.send(
-        req("GET", "/anything", params=[("a", "1"), ("a", "2"), ("b", "é")])
-    )
+    res = await httpbin.send(req("GET", "/anything", params=[("a", "1"), ("a", "2"), ("b", "é")]))
     assert res.status == 200
     assert res.body["args"] == {"a": ["1", "2"], "b": "é"}
     assert res.body["method"] == "GET"
@@ -76,9 +74,7 @@ async def test_post_form(httpbin: HttpxUpstream) -> None:
 
 async def test_status_503_retried_then_returned(httpbin_url: str) -> None:
     events: list[AuditEvent] = []
-    settings = UpstreamSettings(
-        base_url=httpbin_url, max_retries=2, max_retry_wait_seconds=0.1
-    )
+    settings = UpstreamSettings(base_url=httpbin_url, max_retries=2, max_retry_wait_seconds=0.1)
     async with HttpxUpstream(settings, audit_hooks=[events.append]) as upstream:
         res = await upstream.send(req("GET", "/status/503"))
     assert (res.status, res.attempts) == (503, 3)
@@ -101,9 +97,7 @@ async def test_delay_times_out(httpbin_url: str) -> None:
 
 
 async def test_bytes_over_cap(httpbin: HttpxUpstream) -> None:
-    assert (await httpbin.send(req("GET", "/bytes/1000"))).body["content_type"] == (
-        "application/octet-stream"
-    )
+    assert (await httpbin.send(req("GET", "/bytes/1000"))).body["content_type"] == ("application/octet-stream")
     with pytest.raises(UpstreamError) as info:
         await httpbin.send(req("GET", "/bytes/100001"))
     assert info.value.code == "upstream.response_too_large"
@@ -113,18 +107,14 @@ async def test_bytes_over_cap(httpbin: HttpxUpstream) -> None:
 async def test_stream_over_cap(httpbin: HttpxUpstream) -> None:
     # /stream-bytes is chunked: no Content-Length, so the cap applies while reading.
     with pytest.raises(UpstreamError, match="stopped reading"):
-        await httpbin.send(
-            req("GET", "/stream-bytes/102400", params=[("chunk_size", "4096")])
-        )
+        await httpbin.send(req("GET", "/stream-bytes/102400", params=[("chunk_size", "4096")]))
 
 
 async def test_unreachable(httpbin_url: str) -> None:
     from upstreams import free_port
 
     port = free_port()
-    settings = UpstreamSettings(
-        base_url=f"http://127.0.0.1:{port}", max_retry_wait_seconds=0.05
-    )
+    settings = UpstreamSettings(base_url=f"http://127.0.0.1:{port}", max_retry_wait_seconds=0.05)
     async with HttpxUpstream(settings) as upstream:
         with pytest.raises(UpstreamError) as info:
             await upstream.send(req("GET", "/x"))
@@ -140,13 +130,9 @@ async def test_bearer(httpbin: HttpxUpstream) -> None:
 
 
 async def test_basic(httpbin: HttpxUpstream) -> None:
-    res = await httpbin.send(
-        req("GET", f"/basic-auth/{USER}/x", security=(("basic",),))
-    )
+    res = await httpbin.send(req("GET", f"/basic-auth/{USER}/x", security=(("basic",),)))
     assert res.status == 401
-    res = await httpbin.send(
-        req("GET", f"/basic-auth/{USER}/{PASSWORD}", security=(("basic",),))
-    )
+    res = await httpbin.send(req("GET", f"/basic-auth/{USER}/{PASSWORD}", security=(("basic",),)))
     assert res.status == 200 and res.body["authenticated"] is True
 
 
@@ -177,17 +163,11 @@ async def test_kinto_bucket_lifecycle(kinto: RunningServer) -> None:
     )
     bucket = f"b{uuid.uuid4().hex[:8]}"
     sec = (("kinto",),)
-    async with HttpxUpstream(
-        UpstreamSettings(base_url=kinto.base_url), credentials=credentials
-    ) as upstream:
+    async with HttpxUpstream(UpstreamSettings(base_url=kinto.base_url), credentials=credentials) as upstream:
         anon = await upstream.send(req("PUT", f"/buckets/{bucket}x", json={"data": {}}))
         assert anon.status in (401, 403)
 
-        created = await upstream.send(
-            req(
-                "PUT", f"/buckets/{bucket}", json={"data": {"note": "hi"}}, security=sec
-            )
-        )
+        created = await upstream.send(req("PUT", f"/buckets/{bucket}", json={"data": {"note": "hi"}}, security=sec))
         assert created.status in (200, 201), created.body
         assert created.body["data"]["id"] == bucket
 

@@ -72,9 +72,7 @@ def _tail(log: IO[bytes], lines: int = 25) -> str:
 
 
 @contextlib.contextmanager
-def _serve(
-    name: str, argv: Sequence[str | Path], ready_url: str, *, cwd: Path | None = None
-) -> Iterator[None]:
+def _serve(name: str, argv: Sequence[str | Path], ready_url: str, *, cwd: Path | None = None) -> Iterator[None]:
     """Run ``argv`` until the block ends; wait for ``ready_url`` to answer 2xx first."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PYTHONPATH", None)
@@ -95,9 +93,7 @@ def _serve(
             _stop(proc)
 
 
-def _wait_ready(
-    name: str, proc: subprocess.Popen[bytes], url: str, log: IO[bytes]
-) -> None:
+def _wait_ready(name: str, proc: subprocess.Popen[bytes], url: str, log: IO[bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     last = "no answer yet"
     with httpx.Client(timeout=2.0, trust_env=False) as client:
@@ -115,8 +111,7 @@ def _wait_ready(
                 last = type(exc).__name__
             time.sleep(0.05)
     raise RuntimeError(
-        f"{name} did not answer {url} within {READY_TIMEOUT_SECONDS:g} s ({last});"
-        f" its output ends with:\n{_tail(log)}"
+        f"{name} did not answer {url} within {READY_TIMEOUT_SECONDS:g} s ({last}); its output ends with:\n{_tail(log)}"
     )
 
 
@@ -150,9 +145,7 @@ def httpbin_server() -> Iterator[RunningServer]:
         "httpbin:app",
     ]
     with _serve("httpbin", argv, f"{base}/get"):
-        yield RunningServer(
-            base, ServerInfo(spec_url=f"{base}/spec.json", root_url=base)
-        )
+        yield RunningServer(base, ServerInfo(spec_url=f"{base}/spec.json", root_url=base))
 
 
 @contextlib.contextmanager
@@ -175,21 +168,15 @@ def kinto_server() -> Iterator[RunningServer]:
             timeout=60, check=False,
         )  # fmt: skip
         if init.returncode != 0:
-            raise RuntimeError(
-                f"kinto init failed ({init.returncode}):\n{init.stderr[-2000:]}"
-            )
+            raise RuntimeError(f"kinto init failed ({init.returncode}):\n{init.stderr[-2000:]}")
         _enable_accounts(ini)
         argv: list[str | Path] = [kinto, "start", "--ini", ini, "--port", str(port)]
         with _serve("kinto", argv, f"{base}/__heartbeat__", cwd=Path(tmp)):
             password = secrets.token_urlsafe(16)
             with httpx.Client(timeout=10.0, trust_env=False) as client:
-                created = client.put(
-                    f"{base}/accounts/admin", json={"data": {"password": password}}
-                )
+                created = client.put(f"{base}/accounts/admin", json={"data": {"password": password}})
             if not created.is_success:
-                raise RuntimeError(
-                    f"creating the Kinto admin account gave {created.status_code}"
-                )
+                raise RuntimeError(f"creating the Kinto admin account gave {created.status_code}")
             info = ServerInfo(
                 spec_url=f"{base}/__api__",
                 username="admin",
@@ -203,9 +190,7 @@ def _enable_accounts(ini: Path) -> None:
     """Turn on the accounts plugin and policy (``kinto init`` 26.5 already does both)."""
     lines = ini.read_text().splitlines()
     section = lines.index("[app:main]")
-    app = {
-        line.split("=", 1)[0].strip(): i for i, line in enumerate(lines) if "=" in line
-    }
+    app = {line.split("=", 1)[0].strip(): i for i, line in enumerate(lines) if "=" in line}
     wanted = {
         "multiauth.policies": "account",
         "multiauth.policy.account.use": "kinto.plugins.accounts.AccountsPolicy",
@@ -219,9 +204,7 @@ def _enable_accounts(ini: Path) -> None:
     if "kinto.includes" not in app:
         lines.insert(section + 1, "kinto.includes = kinto.plugins.accounts")
     else:
-        start = next(
-            i for i, line in enumerate(lines) if line.startswith("kinto.includes")
-        )
+        start = next(i for i, line in enumerate(lines) if line.startswith("kinto.includes"))
         end = start + 1
         while end < len(lines) and lines[end][:1] in (" ", "\t"):
             end += 1
