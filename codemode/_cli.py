@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import asyncio
+import gc
 import logging
 import sys
 import time
@@ -157,6 +157,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     spec = _load(_spec_arg(args.spec), args)
     server = CodemodeServer(spec, sandbox=_NoSandbox())
+    server.index.load_embeddings()  # the optional semantic ranker (cached per spec after the first run)
     result = asyncio.run(
         server.search(args.query, tag=args.tag, method=args.method, path_prefix=args.path_prefix,
                       detail=args.detail, limit=args.limit)

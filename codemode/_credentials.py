@@ -97,10 +97,7 @@ class _ClientCredentials:
     def fresh(self, now: float) -> bool:
         if self.token is None:
             return False
-        return (
-            self.expires_at is None
-            or now < self.expires_at - TOKEN_REFRESH_MARGIN_SECONDS
-        )
+        return self.expires_at is None or now < self.expires_at - TOKEN_REFRESH_MARGIN_SECONDS
 
 
 class Credentials:
@@ -151,13 +148,8 @@ class Credentials:
             var = env_var_name(name, prefix)
             kind = _kind(scheme)
             if scheme.type == "apiKey":
-                if (
-                    scheme.location not in ("header", "query", "cookie")
-                    or not scheme.param_name
-                ):
-                    notes.append(
-                        f"{name} ({kind}): not supported (no usable location/name)"
-                    )
+                if scheme.location not in ("header", "query", "cookie") or not scheme.param_name:
+                    notes.append(f"{name} ({kind}): not supported (no usable location/name)")
                 elif (value := get(var)) is not None:
                     static[name] = _Inject(scheme.location, scheme.param_name, value)
                     secrets.add(value)
@@ -167,11 +159,7 @@ class Credentials:
             elif scheme.type == "http" and (scheme.scheme or "").lower() == "basic":
                 user, password = get(f"{var}_USERNAME"), get(f"{var}_PASSWORD")
                 source = f"{var}_USERNAME and {var}_PASSWORD"
-                if (
-                    (user is None or password is None)
-                    and (pair := get(var))
-                    and ":" in pair
-                ):
+                if (user is None or password is None) and (pair := get(var)) and ":" in pair:
                     user, password = pair.split(":", 1)
                     source = var
                 if user is not None and password is not None:
@@ -180,10 +168,7 @@ class Credentials:
                     secrets.update(forms)
                     notes.append(f"{name} ({kind}): configured from {source}")
                 else:
-                    notes.append(
-                        f"{name} ({kind}): missing {var}_USERNAME and {var}_PASSWORD"
-                        f" (or {var} as user:pass)"
-                    )
+                    notes.append(f"{name} ({kind}): missing {var}_USERNAME and {var}_PASSWORD (or {var} as user:pass)")
             elif scheme.type == "http" and (scheme.scheme or "").lower() != "digest":
                 auth = (scheme.scheme or "bearer").lower()
                 word = "Bearer" if auth == "bearer" else (scheme.scheme or "")
@@ -199,13 +184,9 @@ class Credentials:
                 if (value := get(var)) is not None:
                     static[name] = _Inject("header", "Authorization", f"Bearer {value}")
                     secrets.update((value, f"Bearer {value}"))
-                    notes.append(
-                        f"{name} ({kind}): configured from {var} (static token)"
-                    )
+                    notes.append(f"{name} ({kind}): configured from {var} (static token)")
                 elif scheme.type == "oauth2" and cid and csecret and token_url:
-                    oauth[name] = _ClientCredentials(
-                        name, cid, csecret, token_url, scheme.scopes
-                    )
+                    oauth[name] = _ClientCredentials(name, cid, csecret, token_url, scheme.scopes)
                     secrets.update(basic_auth_forms(cid, csecret))
                     notes.append(
                         f"{name} ({kind}): client credentials from {var}_CLIENT_ID and"
@@ -220,9 +201,7 @@ class Credentials:
                     notes.append(f"{name} ({kind}): missing {' or '.join(wanted)}")
             else:
                 notes.append(f"{name} ({kind}): not supported")
-        return cls(
-            static, oauth, descriptions=notes, secrets=secrets, transport=transport
-        )
+        return cls(static, oauth, descriptions=notes, secrets=secrets, transport=transport)
 
     # -- introspection ---------------------------------------------------------------
 
@@ -275,18 +254,14 @@ class Credentials:
         With nothing satisfiable the request goes out unauthenticated.
         """
         have = self.configured()
-        chosen = next(
-            (alt for alt in request.security if alt and set(alt) <= have), None
-        )
+        chosen = next((alt for alt in request.security if alt and set(alt) <= have), None)
         if chosen is None:
             return request
         headers = dict(request.headers)
         params = list(request.params)
         cookies = dict(request.cookies)
         for name in chosen:
-            inject = self._static.get(name) or await self._oauth_inject(
-                self._oauth[name]
-            )
+            inject = self._static.get(name) or await self._oauth_inject(self._oauth[name])
             if inject.location == "header":
                 lower = inject.name.lower()
                 headers = {k: v for k, v in headers.items() if k.lower() != lower}
@@ -296,9 +271,7 @@ class Credentials:
                 params.append((inject.name, inject.value))
             else:
                 cookies[inject.name] = inject.value
-        return dataclasses.replace(
-            request, headers=headers, params=params, cookies=cookies
-        )
+        return dataclasses.replace(request, headers=headers, params=params, cookies=cookies)
 
     async def _oauth_inject(self, grant: _ClientCredentials) -> _Inject:
         if not grant.fresh(self._clock()):
@@ -310,15 +283,11 @@ class Credentials:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                transport=self._transport, timeout=30.0, verify=self._verify_tls
-            )
+            self._client = httpx.AsyncClient(transport=self._transport, timeout=30.0, verify=self._verify_tls)
         return self._client
 
     async def _fetch_token(self, grant: _ClientCredentials) -> None:
-        where = (
-            f"token URL {_origin(grant.token_url)} of security scheme {grant.scheme!r}"
-        )
+        where = f"token URL {_origin(grant.token_url)} of security scheme {grant.scheme!r}"
         form = {"grant_type": "client_credentials"}
         if grant.scopes:
             form["scope"] = " ".join(grant.scopes)

@@ -33,6 +33,7 @@ import snowballstemmer  # type: ignore[import-untyped]
 from ._ir import ApiSpec, Operation
 from ._naming import snake
 from ._render import referenced_names
+from ._vocabulary import INTENTS, SYNONYMS
 
 if TYPE_CHECKING:
     from ._embed import Embedder
@@ -49,80 +50,6 @@ METHOD_BOOST = 0.6  # multiplier on the score share when the query's intent matc
 RRF_K = 60  # reciprocal-rank fusion constant (the usual default; flat enough that both rankers count)
 log = logging.getLogger("codemode.search")
 
-# User words -> words APIs use. Keys and values are matched after stemming.
-SYNONYMS: dict[str, tuple[str, ...]] = {
-    "remove": ("delete",), "erase": ("delete",), "destroy": ("delete",), "drop": ("delete",), "rid": ("delete",),
-    "kill": ("delete", "stop", "cancel", "terminate"), "wipe": ("delete", "purge"), "purge": ("delete", "cache"),
-    "make": ("create",), "add": ("create", "post"), "new": ("create",), "register": ("create",), "spin": ("create",),
-    "open": ("create",), "set": ("update", "put"), "change": ("update", "edit"), "modify": ("update",),
-    "edit": ("update",), "rename": ("update", "name"), "tweak": ("update",), "adjust": ("update",),
-    "show": ("get", "list"), "see": ("get", "list"), "view": ("get",), "fetch": ("get",), "read": ("get",),
-    "find": ("search", "list", "get"), "look": ("get", "search"), "lookup": ("get", "search"),
-    "check": ("get", "status"), "all": ("list",), "every": ("list",), "which": ("list",), "what": ("get", "list"),
-    "who": ("user", "member", "list"), "people": ("user", "member"), "person": ("user",),
-    "teammate": ("member", "collaborator"), "colleague": ("member", "collaborator"), "invite": ("invitation", "member", "collaborator"),
-    "upload": ("file", "create", "upload"), "download": ("get", "content", "file"), "save": ("create", "update"),
-    "send": ("create", "message", "post"), "text": ("message", "sms"), "sms": ("message",), "call": ("call",),
-    "phone": ("number", "phone"), "buy": ("create", "purchase", "incoming"), "purchase": ("create", "buy"),
-    "cancel": ("cancel", "delete"), "stop": ("stop", "cancel", "delete"), "start": ("create", "start", "run"),
-    "launch": ("create", "start", "deploy"), "kick": ("create", "trigger", "start"), "trigger": ("create", "dispatch", "run"),
-    "run": ("run", "execute", "create"), "restart": ("restart", "reboot"), "reboot": ("restart", "reboot"),
-    "rerun": ("rerun", "retry"), "retry": ("rerun", "retry"), "undo": ("restore", "rollback", "revert"),
-    "revert": ("rollback", "restore"), "rollback": ("rollback", "restore"), "restore": ("restore", "rollback"),
-    "refund": ("refund", "return"), "pay": ("payment", "charge"), "bill": ("billing", "invoice"),
-    "money": ("billing", "invoice", "payment"), "cost": ("billing", "usage"), "spend": ("billing", "usage", "cost"),
-    "repo": ("repository",), "repos": ("repository",), "project": ("project", "repository"),
-    "pr": ("pull",), "prs": ("pull",), "ticket": ("issue",), "bug": ("issue",), "comment": ("comment",),
-    "private": ("visibility", "update"), "public": ("visibility",), "star": ("star", "starred"),
-    "merge": ("merge",), "branch": ("branch", "ref"), "tag": ("tag", "release"), "commit": ("commit",),
-    "site": ("site", "zone"), "domain": ("domain", "zone", "dns"), "website": ("site", "zone"), "ip": ("ip", "address"),
-    "address": ("ip", "address"), "point": ("dns", "record"), "record": ("record", "dns"), "dns": ("dns", "record"),
-    "cert": ("certificate", "ssl"), "ssl": ("certificate", "ssl", "tls"), "https": ("ssl", "certificate", "tls"),
-    "firewall": ("firewall", "waf", "rule"), "block": ("block", "firewall", "rule", "access"), "ban": ("block", "rule"),
-    "cache": ("cache", "purge"), "secret": ("secret", "key", "token"), "password": ("password", "credential", "secret"),
-    "key": ("key", "token"), "token": ("token", "key"), "login": ("auth", "token", "session"),
-    "log": ("log", "logs"), "logs": ("log", "logs"), "history": ("history", "log", "event"), "audit": ("audit", "log"),
-    "machine": ("droplet", "server", "instance", "node"), "vm": ("droplet", "server", "instance"),
-    "server": ("server", "droplet", "instance"), "box": ("droplet", "server"), "container": ("container", "pod"),
-    "database": ("database", "db"), "db": ("database",), "bucket": ("bucket", "storage"), "storage": ("storage", "bucket", "volume"),
-    "disk": ("volume", "storage"), "snapshot": ("snapshot", "backup"), "backup": ("backup", "snapshot"),
-    "deploy": ("deploy", "deployment", "build"), "ship": ("deploy", "release"), "release": ("release", "deploy"),
-    "scale": ("scale", "replica", "resize"), "resize": ("resize", "scale"), "size": ("size", "resize"),
-    "chat": ("chat", "completion", "message"), "ask": ("completion", "chat", "response"), "answer": ("completion", "response"),
-    "picture": ("image",), "photo": ("image",), "image": ("image",), "speech": ("audio", "speech"), "voice": ("audio", "speech"),
-    "transcribe": ("transcription", "audio"), "translate": ("translation",), "embed": ("embedding",), "vector": ("embedding", "vector"),
-    "train": ("fine", "tune", "job"), "finetune": ("fine", "tune"), "model": ("model",), "moderate": ("moderation",),
-    "folder": ("folder", "directory"), "directory": ("folder", "directory"), "share": ("share", "shared", "link", "collaboration"),
-    "link": ("link", "url"), "notebook": ("notebook", "content", "session"), "kernel": ("kernel",), "file": ("file", "content"),
-    "pet": ("pet",), "animal": ("pet",), "dog": ("pet",), "cat": ("pet",), "order": ("order",), "stock": ("inventory",),
-    "inventory": ("inventory",), "sprint": ("sprint",), "board": ("board",), "epic": ("epic",), "backlog": ("backlog",),
-    "pod": ("pod",), "namespace": ("namespace",), "node": ("node",), "cluster": ("cluster",), "service": ("service",),
-    "job": ("job",), "cron": ("cronjob", "cron"), "schedul": ("cron", "schedule"), "config": ("configmap", "config", "setting"),
-    "setting": ("setting", "config"), "settings": ("setting", "config"), "permission": ("permission", "role", "access"),
-    "role": ("role", "permission"), "access": ("access", "permission"), "team": ("team", "member"),
-    "user": ("user", "member", "account"), "account": ("account",), "profile": ("user", "profile"), "me": ("user", "authenticated"),
-    "my": ("authenticated", "user"), "status": ("status",), "health": ("health", "status", "heartbeat"),
-    "uptime": ("health", "heartbeat"), "alive": ("heartbeat", "health"), "echo": ("anything",), "ip_address": ("ip",),
-    "slow": ("delay",), "wait": ("delay",), "random": ("bytes", "uuid"), "cookie": ("cookie",), "redirect": ("redirect",),
-    "webhook": ("hook", "webhook"), "hook": ("hook", "webhook"), "notify": ("notification", "hook"), "email": ("email", "mail"),
-    "form": ("form",), "function": ("function", "worker", "script"), "worker": ("worker", "script"), "script": ("script", "worker"),
-    "env": ("environment", "variable", "env"), "variable": ("variable", "env"), "record_": ("record",),
-    "collection": ("collection",), "group": ("group",), "history_": ("history",),
-}  # fmt: skip
-# Query words that signal an intent; the intent favours these HTTP methods.
-INTENTS: dict[str, tuple[str, ...]] = {
-    "create": ("post", "put"), "add": ("post", "put"), "make": ("post",), "new": ("post",), "start": ("post",),
-    "send": ("post",), "upload": ("post", "put"), "invite": ("post", "put"), "launch": ("post",), "kick": ("post",),
-    "trigger": ("post",), "run": ("post",), "buy": ("post",), "register": ("post",), "spin": ("post",),
-    "delete": ("delete",), "remove": ("delete",), "erase": ("delete",), "destroy": ("delete",), "drop": ("delete",),
-    "rid": ("delete",), "kill": ("delete", "post"), "wipe": ("delete", "post"), "revoke": ("delete", "post"),
-    "update": ("patch", "put"), "change": ("patch", "put"), "edit": ("patch", "put"), "rename": ("patch", "put"),
-    "modify": ("patch", "put"), "set": ("put", "patch"), "turn": ("patch", "put"), "enable": ("patch", "put", "post"),
-    "disable": ("patch", "put", "delete"), "make_private": ("patch",), "replace": ("put",),
-    "list": ("get",), "show": ("get",), "get": ("get",), "see": ("get",), "view": ("get",), "fetch": ("get",),
-    "find": ("get",), "which": ("get",), "what": ("get",), "who": ("get",), "how": ("get",), "check": ("get",),
-    "download": ("get",), "read": ("get",), "look": ("get",), "count": ("get",),
-}  # fmt: skip
 STOPWORDS = frozenset(
     "a an the of for to in on at by with from and or is are be this that these those it its my our your me i we "
     "you please can could would should will want need some any into onto via as up out about over all".split()
@@ -299,7 +226,11 @@ class SearchIndex:
         tag_l = tag.lower() if tag else None
         m = method.lower() if method else None
         for i, op in enumerate(self._ops):
-            if tag_l and not any(t.lower() == tag_l or snake(t) == snake(tag_l) for t in op.tags) and op.group != snake(tag_l):
+            if (
+                tag_l
+                and not any(t.lower() == tag_l or snake(t) == snake(tag_l) for t in op.tags)
+                and op.group != snake(tag_l)
+            ):
                 continue
             if m and op.method != m:
                 continue

@@ -92,13 +92,19 @@ class CodemodeServer:
     # -- background preparation ------------------------------------------------------------
     def start_background_work(self) -> None:
         """Build the search index and ready the isolate off the start-up path."""
-        threading.Thread(target=self._build_index, name="codemode-index", daemon=True).start()
+        threading.Thread(target=self._build_index_and_embeddings, name="codemode-index", daemon=True).start()
         threading.Thread(target=self._prepare_sandbox, name="codemode-sandbox", daemon=True).start()
 
     def _build_index(self) -> None:
         if self._index is None:
             self._index = SearchIndex(self.spec)
         self._index_ready.set()
+
+    def _build_index_and_embeddings(self) -> None:
+        """Background: BM25 first (search works from then on), then the optional semantic ranker."""
+        self._build_index()
+        if self._index is not None:
+            self._index.load_embeddings()
 
     def _prepare_sandbox(self) -> None:
         try:
@@ -264,4 +270,3 @@ def transport_security(host: str, port: int, allowed_hosts: tuple[str, ...]) -> 
 
 def _result(text: str, is_error: bool) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=is_error)
-

@@ -93,9 +93,7 @@ class UpstreamSettings(pydantic.BaseModel):
                 f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
                 for err in exc.errors(include_input=False)
             )
-            raise ConfigError(
-                f"Invalid upstream settings: {problems}.", code="config.upstream"
-            ) from None
+            raise ConfigError(f"Invalid upstream settings: {problems}.", code="config.upstream") from None
 
     def __repr_args__(self) -> Any:  # header values are secrets
         for key, value in super().__repr_args__():
@@ -254,10 +252,7 @@ class HttpxUpstream:
             audit_url = self._audit_url(request, outgoing.url)
             while True:
                 attempts += 1
-                last = (
-                    attempts > self.settings.max_retries
-                    or method not in IDEMPOTENT_METHODS
-                )
+                last = attempts > self.settings.max_retries or method not in IDEMPOTENT_METHODS
                 deadline = anyio.current_time() + self.settings.timeout_seconds
                 try:
                     response = await self._attempt(outgoing, deadline)
@@ -342,9 +337,7 @@ class HttpxUpstream:
         where = f"{outgoing.method} {_host_port(outgoing.url)}{outgoing.url.path}"
         return self.scrubber.scrub_text(where)
 
-    async def _attempt(
-        self, outgoing: httpx.Request, deadline: float
-    ) -> httpx.Response:
+    async def _attempt(self, outgoing: httpx.Request, deadline: float) -> httpx.Response:
         where = self._where(outgoing)
         s = self.settings
         try:
@@ -383,9 +376,7 @@ class HttpxUpstream:
                 raise _RetryableConnectError(error) from exc
             raise error from exc
 
-    async def _read_body(
-        self, response: httpx.Response, outgoing: httpx.Request, deadline: float
-    ) -> bytes:
+    async def _read_body(self, response: httpx.Response, outgoing: httpx.Request, deadline: float) -> bytes:
         cap = self.settings.max_response_bytes
         where = self._where(outgoing)
 
@@ -411,8 +402,7 @@ class HttpxUpstream:
                     chunks.append(chunk)
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise UpstreamError(
-                f"{where}: the response body did not arrive within"
-                f" timeout_seconds={self.settings.timeout_seconds:g}.",
+                f"{where}: the response body did not arrive within timeout_seconds={self.settings.timeout_seconds:g}.",
                 code="upstream.timeout",
             ) from exc
         except httpx.HTTPError as exc:  # broken stream, bad encoding
@@ -480,9 +470,7 @@ class HttpxUpstream:
                 url = httpx.URL(request.url)
             except httpx.InvalidURL:
                 return "<invalid URL>"
-        names = [k for k, _ in url.params.multi_items()] + [
-            k for k, _ in request.params
-        ]
+        names = [k for k, _ in url.params.multi_items()] + [k for k, _ in request.params]
         base = url.copy_with(query=None, fragment=None, username=None, password=None)
         text = str(base)
         if names:

