@@ -210,7 +210,11 @@ class _Builder:
             seen += 1
             if seen > 64:
                 return None
+            hops = 0
             while "$ref" in s:
+                hops += 1
+                if hops > 32:  # a cycle of bare refs: not a plain object
+                    return None
                 name = s["$ref"].rsplit("/", 1)[-1]
                 s = self.schemas.schemas.get(name) or {}
                 if not s and name in self.schemas.schemas:

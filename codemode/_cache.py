@@ -19,19 +19,12 @@ from ._build import build_spec
 from ._errors import SpecError
 from ._ir import ApiSpec
 from ._loader import DocumentStore, find_root_in_folder
+from ._paths import default_cache_dir
 
 __all__ = ["IR_FORMAT", "default_cache_dir", "load_spec"]
 
 IR_FORMAT = 3  # bump when the IR or the builder changes what it produces
 log = logging.getLogger("codemode.spec")
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("CODEMODE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "codemode"
 
 
 def _root_path(source: str) -> Path | None:

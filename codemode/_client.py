@@ -95,10 +95,13 @@ def validate_arguments(spec: ApiSpec, op: Operation, bound: Mapping[str, tuple[P
         if not param.schema:
             continue
         validator = cls({**param.schema, "components": components})
-        for err in validator.iter_errors(value):
-            problems.append(_describe(py_name, err))
-            if len(problems) >= MAX_VALIDATION_ERRORS:
-                break
+        try:
+            for err in validator.iter_errors(value):
+                problems.append(_describe(py_name, err))
+                if len(problems) >= MAX_VALIDATION_ERRORS:
+                    break
+        except RecursionError:  # a pathologically deep value or schema: let the upstream judge it
+            continue
     if problems:
         raise CallError(f"api.{op.key}: " + "; ".join(problems) + ".", code="call.invalid_argument")
 

@@ -240,7 +240,7 @@ def operation_matrix(spec: ApiSpec, embedder: Embedder, cache_dir: Path | None =
     """Embeddings of every operation of ``spec``, read from or written to the on-disk cache."""
     import numpy as np
 
-    from ._cache import default_cache_dir
+    from ._paths import default_cache_dir
 
     key = hashlib.sha256(f"{spec.content_hash}|{embedder.model_id}|{TEXT_FORMAT}".encode()).hexdigest()
     entry = (cache_dir or default_cache_dir()) / "embed" / f"{key}.npy"

@@ -173,7 +173,9 @@ def render_schema(spec: ApiSpec, name: str) -> str:
     schema = spec.schemas.get(name)
     if schema is None:
         return f"# no schema named {name!r}"
-    while (inner := _ref_name(schema)) is not None and inner in spec.schemas and inner != name:
+    seen = {name}
+    while (inner := _ref_name(schema)) is not None and inner in spec.schemas and inner not in seen:
+        seen.add(inner)
         schema = spec.schemas[inner]
     return _render_named(name, schema)
 

@@ -140,8 +140,30 @@ class SchemaCollector:
                 out[key] = value
         return out
 
+    def _break_bare_cycles(self) -> None:
+        """``A: {$ref: B}, B: {$ref: A}`` describes nothing: make such loops 'any value', with a warning."""
+        for start in list(self.schemas):
+            chain: list[str] = []
+            name: str | None = start
+            while name is not None and name not in chain:
+                chain.append(name)
+                ref = self.schemas.get(name, {}).get("$ref")
+                name = ref[len(SCHEMA_REF_PREFIX) :] if isinstance(ref, str) and len(self.schemas[name]) == 1 else None
+            if name is not None:  # came back to a schema already in the chain: a loop of bare refs
+                loop = chain[chain.index(name) :]
+                for member in loop:
+                    self.schemas[member] = {}
+                self.warnings.append(
+                    SpecWarning(f"#/components/schemas/{loop[0]}",
+                                f"schemas {' -> '.join(loop)} only refer to each other; treated as any value")
+                )  # fmt: skip
+
     def drain(self) -> None:
         """Copy every named schema that was referenced (each once)."""
+        self._drain_queue()
+        self._break_bare_cycles()
+
+    def _drain_queue(self) -> None:
         while self._queue:
             name, uri, pointer = self._queue.popleft()
             where = self._where(uri, pointer)
@@ -149,8 +171,5 @@ class SchemaCollector:
             node = located.node
             if isinstance(node, dict) and isinstance(node.get("$ref"), str) and len(node) == 1:
                 self.schemas[name] = self.ref(node["$ref"], uri, where)
-                if self.schemas[name].get("$ref") == SCHEMA_REF_PREFIX + name:
-                    self.warnings.append(SpecWarning(where, "schema is a $ref to itself; treated as any value"))
-                    self.schemas[name] = {}
                 continue
             self.schemas[name] = self.convert(node, uri, where)

@@ -188,3 +188,51 @@ def test_url_source_loads_over_http(tmp_path: Path) -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+CYCLES = """
+openapi: 3.1.0
+info: {title: Cycles, version: "1"}
+servers: [{url: "http://127.0.0.1:9/api"}]
+paths:
+  /a:
+    post:
+      operationId: makeA
+      parameters:
+        - {$ref: '#/components/parameters/P1'}
+      requestBody:
+        content: {application/json: {schema: {$ref: '#/components/schemas/A'}}}
+      responses:
+        "200": {description: ok, content: {application/json: {schema: {$ref: '#/components/schemas/Node'}}}}
+components:
+  parameters:
+    P1: {$ref: '#/components/parameters/P2'}
+    P2: {$ref: '#/components/parameters/P1'}
+  schemas:
+    A: {$ref: '#/components/schemas/B'}
+    B: {$ref: '#/components/schemas/C'}
+    C: {$ref: '#/components/schemas/B'}
+    Node:
+      type: object
+      properties:
+        children: {type: array, items: {$ref: '#/components/schemas/Node'}}
+"""
+
+
+async def test_reference_cycles_load_render_and_run(tmp_path: Path) -> None:
+    from codemode._execute import Executor
+    from codemode._render import describe_operation, render_schema
+    from codemode._sandbox import LocalSandbox
+    from codemode._settings import ExecuteSettings
+
+    src = tmp_path / "cycles.yaml"
+    src.write_text(CYCLES)
+    spec = load_spec(str(src), use_cache=False)
+    op = spec.operation("g.make_a") or spec.operations[0]
+    assert any("/paths/~1a/post/parameters/0" in str(w) for w in spec.warnings)  # the P1 <-> P2 loop
+    assert "class Node(TypedDict):" in describe_operation(spec, op)
+    assert render_schema(spec, "A")  # A -> B -> C -> B terminates
+    ex = Executor(spec, LocalSandbox(), None, ExecuteSettings())  # type: ignore[arg-type]
+    report = await ex.execute(f"result = api.{op.key}(body={{}})", dry_run=True)
+    assert report.outcome is not None and report.outcome.error is None, report.outcome
+    assert report.outcome.result == {"children": []}

@@ -35,6 +35,7 @@ import wasmtime
 from wasmtime.component import Component
 
 from .._errors import SandboxError
+from .._paths import default_cache_dir
 
 __all__ = [
     "ENGINE_CONFIG_KEY",
@@ -57,11 +58,6 @@ APP_MODULE = "app"
 #: Every engine setting that changes generated code; part of the .cwasm key.
 ENGINE_CONFIG_KEY = "epoch_interruption=1;fuel=0"
 _BUILD_TIMEOUT_S = 600
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("CODEMODE_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "codemode"
 
 
 def make_engine() -> wasmtime.Engine:
