@@ -34,6 +34,11 @@ SWAGGER_SCHEMA_KEYS = (
     "type", "format", "items", "enum", "default", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
     "minLength", "maxLength", "pattern", "minItems", "maxItems", "uniqueItems", "multipleOf", "x-nullable",
 )  # fmt: skip
+# Swagger 2.0 collectionFormat -> OpenAPI 3 (style, explode).
+COLLECTION_FORMATS: dict[str, tuple[str, bool]] = {
+    "csv": ("form", False), "multi": ("form", True), "pipes": ("pipeDelimited", False),
+    "ssv": ("spaceDelimited", False), "tsv": ("tabDelimited", False),
+}  # fmt: skip
 _JSONISH = re.compile(r"^application/([\w.+-]*\+)?json", re.I)
 _SERVER_VAR = re.compile(r"\{([^}]+)\}")
 
@@ -314,7 +319,11 @@ class _Builder:
                 self.warn(pw, f"parameter location {loc!r} is unknown; parameter ignored")
                 continue
             required = True if loc == "path" else bool(p.get("required"))
-            params.append((name, loc, required, schema, desc, p.get("style"), p.get("explode")))
+            style, explode = p.get("style"), p.get("explode")
+            if self.swagger and p.get("type") == "array":
+                style, explode = COLLECTION_FORMATS.get(str(p.get("collectionFormat", "csv")), ("form", False))
+                style = "simple" if loc in ("path", "header") and style == "form" else style
+            params.append((name, loc, required, schema, desc, style, explode))
         if form_fields:
             media = next((m for m in consumes if m in FORM_MEDIA), "application/x-www-form-urlencoded")
             if any(f[2].get("format") == "binary" for f in form_fields):

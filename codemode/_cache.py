@@ -7,6 +7,7 @@ codemode version; for multi-file specs every other file's hash is checked too.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -23,7 +24,7 @@ from ._paths import default_cache_dir
 
 __all__ = ["IR_FORMAT", "default_cache_dir", "load_spec"]
 
-IR_FORMAT = 3  # bump when the IR or the builder changes what it produces
+IR_FORMAT = 4  # bump when the IR changes shape; the builder's own source is hashed into the key too
 log = logging.getLogger("codemode.spec")
 
 
@@ -34,6 +35,16 @@ def _root_path(source: str) -> Path | None:
     if not path.exists():
         raise SpecError(f"spec not found: {source} does not exist.", code="spec.not_found", where=source)
     return find_root_in_folder(path) if path.is_dir() else path
+
+
+@functools.cache
+def _builder_hash() -> str:
+    """Hash of the modules that decide what the IR holds: a changed builder never reads a stale cache."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in ("_build.py", "_schemas.py", "_naming.py", "_loader.py", "_ir.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _file_hash(uri: str) -> str | None:
@@ -55,7 +66,7 @@ def load_spec(source: str, *, cache_dir: Path | None = None, use_cache: bool = T
         except OSError as exc:
             raise SpecError(f"cannot read {root}: {exc.strerror}.", code="spec.unreadable", where=str(root)) from None
         key = hashlib.sha256(
-            f"{IR_FORMAT}|{__version__}|{root.resolve()}|".encode() + hashlib.sha256(data).digest()
+            f"{IR_FORMAT}|{__version__}|{_builder_hash()}|{root.resolve()}|".encode() + hashlib.sha256(data).digest()
         ).hexdigest()
         entry = (cache_dir or default_cache_dir()) / "ir" / f"{key}.pickle"
         cached = _read_cache(entry)

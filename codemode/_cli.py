@@ -6,17 +6,20 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from . import __version__
 from ._cache import load_spec
 from ._errors import CodemodeError, UsageError
 from ._ir import ApiSpec
 from ._sandbox import Bridge, RunOutcome, SandboxLimits
-from ._settings import ExecuteSettings, ServerSettings
+from ._settings import ServerSettings
 from ._upstream import UpstreamSettings
 
 __all__ = ["main"]
@@ -75,34 +78,53 @@ def _parser() -> argparse.ArgumentParser:
 
 def _execute_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", help="upstream base URL, overriding the spec's servers")
-    p.add_argument("--header", action="append", default=[], metavar="'Name: value'", help="static upstream header")
+    p.add_argument(
+        "--header", action="append", default=[], metavar="'Name: value'",
+        help="static upstream header; ${VAR} in the value is read from the environment",
+    )  # fmt: skip
     p.add_argument("--read-only", action="store_true", help="only GET/HEAD/OPTIONS operations are callable")
     p.add_argument("--allow", action="append", default=[], help="only these operations (key, operationId, glob)")
     p.add_argument("--deny", action="append", default=[], help="never these operations")
-    p.add_argument("--max-calls", type=int, default=50)
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per execution")
+    p.add_argument("--max-calls", type=int, help="API calls per execution (default 50)")
+    p.add_argument("--timeout", type=float, help="seconds per execution (default 30)")
     p.add_argument("--name", help="server name shown to clients")
 
 
-def _settings(args: argparse.Namespace) -> ServerSettings:
+def _headers(args: argparse.Namespace) -> dict[str, str]:
+    from ._config import expand_env
 
     headers: dict[str, str] = {}
     for raw in args.header:
         name, sep, value = raw.partition(":")
         if not sep or not name.strip():
             raise UsageError(f"--header {raw!r} is not 'Name: value'.", code="config.bad_header")
-        headers[name.strip()] = value.strip()
-    return ServerSettings(
-        name=args.name,
-        execute=ExecuteSettings(
-            limits=SandboxLimits(timeout_seconds=args.timeout),
-            max_calls=args.max_calls,
-            read_only=args.read_only,
-            allow=tuple(args.allow),
-            deny=tuple(args.deny),
-        ),
-        upstream=UpstreamSettings(base_url=args.base_url, headers=headers),
+        headers[name.strip()] = expand_env(value.strip(), os.environ, "--header")
+    return headers
+
+
+def _apply_flags(settings: ServerSettings, args: argparse.Namespace) -> ServerSettings:
+    """Flags given on the command line win over a config file; lists of denials add up."""
+    ex = settings.execute
+    limits = ex.limits if args.timeout is None else ex.limits.model_copy(update={"timeout_seconds": args.timeout})
+    execute = ex.model_copy(
+        update={
+            "limits": limits,
+            "read_only": ex.read_only or args.read_only,
+            "deny": (*ex.deny, *args.deny),
+            "allow": tuple(args.allow) or ex.allow,
+            "max_calls": ex.max_calls if args.max_calls is None else args.max_calls,
+        }
     )
+    up = settings.upstream
+    upstream = UpstreamSettings(
+        **{**up.model_dump(), "base_url": args.base_url or up.base_url, "headers": {**up.headers, **_headers(args)}}
+    )
+    merged = settings.model_copy(update={"execute": execute, "upstream": upstream, "name": args.name or settings.name})
+    try:
+        return ServerSettings.model_validate(merged.model_dump())  # validate the merged values again
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"invalid option: {problems}.", code="config.invalid") from None
 
 
 def _load(source: str, args: argparse.Namespace) -> ApiSpec:
@@ -116,21 +138,14 @@ def _load(source: str, args: argparse.Namespace) -> ApiSpec:
 
 
 def _source_and_settings(args: argparse.Namespace) -> tuple[str, ServerSettings]:
-    """A spec (with settings from the flags) or a ``servers/*.toml`` config (flags may only tighten it)."""
+    """A spec, or a ``servers/*.toml`` config; command-line flags apply on top of either."""
     source = _spec_arg(args.spec)
-    if not source.endswith(".toml"):
-        return source, _settings(args)
-    from ._config import load_server_config
+    settings = ServerSettings()
+    if source.endswith(".toml"):
+        from ._config import load_server_config
 
-    source, settings = load_server_config(Path(source))
-    execute = settings.execute.model_copy(
-        update={"read_only": settings.execute.read_only or args.read_only,
-                "deny": (*settings.execute.deny, *args.deny)}
-    )  # fmt: skip
-    upstream = settings.upstream
-    if args.base_url:
-        upstream = upstream.model_copy(update={"base_url": args.base_url})
-    return source, settings.model_copy(update={"execute": execute, "upstream": upstream})
+        source, settings = load_server_config(Path(source))
+    return source, _apply_flags(settings, args)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

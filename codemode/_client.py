@@ -1,19 +1,16 @@
-"""The host side of the guest's typed client ``api``.
+"""The host side of the guest's typed client ``api``: finding, binding and validating a call.
 
-It turns one guest call (operation, positional and keyword arguments) into a
-validated :class:`~codemode._upstream.UpstreamRequest`, with errors written the
-way the model wrote the call (``api.pets.get: missing required argument 'id'``).
-It also makes schema-shaped stand-in responses for dry runs.
+Errors are written the way the model wrote the call
+(``api.pets.get: missing required argument 'id'``). Also the lenient response check
+and schema-shaped stand-in responses for dry runs. Building the HTTP request is
+:mod:`codemode._request`.
 """
 
 from __future__ import annotations
 
-import base64
 import difflib
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from jsonschema.exceptions import ValidationError
 from openapi_schema_validator import OAS30Validator, OAS31Validator
@@ -21,20 +18,18 @@ from openapi_schema_validator import OAS30Validator, OAS31Validator
 from ._errors import CallError, ConfigError
 from ._ir import SCHEMA_REF_PREFIX, ApiSpec, Operation, Param
 from ._render import ordered_params
-from ._upstream import NO_BODY, UpstreamRequest
 
 __all__ = [
     "bind_arguments",
-    "build_request",
+    "is_file_value",
     "resolve_base_url",
     "resolve_operation",
     "response_warning",
     "stand_in",
 ]
 
-# Path parameters whose values may carry "/" unescaped (file paths, git refs, proxy paths).
-SLASH_PARAMS = frozenset({"path", "filepath", "file_path", "ref", "key", "name_path"})
 MAX_VALIDATION_ERRORS = 3
+BODY_LOCATIONS = frozenset({"body", "form"})
 
 
 def resolve_operation(spec: ApiSpec, target: str, *, by_target: bool) -> Operation:
@@ -84,7 +79,33 @@ def bind_arguments(op: Operation, args: Sequence[Any], kwargs: Mapping[str, Any]
         names = ", ".join(repr(m) for m in missing)
         raise CallError(f"{where}: missing required argument{'s' if len(missing) > 1 else ''} {names}.",
                         code="call.bad_arguments")  # fmt: skip
-    return {k: v for k, v in bound.items() if v[1] is not None or v[0].required}
+    # None means "not given" for path/query/header/cookie; for a body field it is an explicit JSON null.
+    return {k: v for k, v in bound.items() if v[1] is not None or v[0].required or v[0].location in BODY_LOCATIONS}
+
+
+def is_file_value(value: Any) -> bool:
+    """``{"filename", "content" | "content_base64", "content_type"}``: how guest code passes a file."""
+    return isinstance(value, dict) and ("content" in value or "content_base64" in value)
+
+
+def _is_binary(schema: dict[str, Any]) -> bool:
+    return schema.get("format") == "binary" or "contentMediaType" in schema or schema.get("type") == "file"
+
+
+def _readonly_required(spec: ApiSpec, err: ValidationError) -> bool:
+    """A request may omit ``required`` properties that are ``readOnly`` (OAS 3.1 validators enforce them)."""
+    if err.validator != "required" or not isinstance(err.instance, dict):
+        return False
+    props = err.schema.get("properties") or {} if isinstance(err.schema, dict) else {}
+    missing = [r for r in err.validator_value if r not in err.instance]
+    for name in missing:
+        prop = props.get(name) or {}
+        ref = prop.get("$ref") if isinstance(prop, dict) else None
+        if isinstance(ref, str) and ref.startswith(SCHEMA_REF_PREFIX):
+            prop = spec.schemas.get(ref[len(SCHEMA_REF_PREFIX) :], {})
+        if not (isinstance(prop, dict) and prop.get("readOnly")):
+            return False
+    return bool(missing)
 
 
 def validate_arguments(spec: ApiSpec, op: Operation, bound: Mapping[str, tuple[Param, Any]]) -> None:
@@ -92,11 +113,13 @@ def validate_arguments(spec: ApiSpec, op: Operation, bound: Mapping[str, tuple[P
     components = {"schemas": spec.schemas}
     problems: list[str] = []
     for py_name, (param, value) in bound.items():
-        if not param.schema:
+        if not param.schema or (is_file_value(value) and _is_binary(param.schema)):
             continue
         validator = cls({**param.schema, "components": components})
         try:
             for err in validator.iter_errors(value):
+                if _readonly_required(spec, err):
+                    continue
                 problems.append(_describe(py_name, err))
                 if len(problems) >= MAX_VALIDATION_ERRORS:
                     break
@@ -138,85 +161,6 @@ def resolve_base_url(spec: ApiSpec, op: Operation, override: str | None) -> str:
         f"no base URL for {spec.title}: {shown}. Pass one with --base-url or UpstreamSettings.base_url.",
         code="config.no_base_url",
     )
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
-
-
-def _file_part(value: Any) -> Any:
-    if isinstance(value, dict) and ("content" in value or "content_base64" in value):
-        raw = base64.b64decode(value["content_base64"]) if "content_base64" in value else str(value["content"]).encode()
-        return (value.get("filename", "upload"), raw, value.get("content_type", "application/octet-stream"))
-    return None
-
-
-def build_request(
-    spec: ApiSpec, op: Operation, bound: Mapping[str, tuple[Param, Any]], *, base_url: str | None
-) -> UpstreamRequest:
-    validate_arguments(spec, op, bound)
-    path = op.path
-    params: list[tuple[str, str]] = []
-    headers: dict[str, str] = {}
-    cookies: dict[str, str] = {}
-    fields: dict[str, Any] = {}
-    body: Any = NO_BODY
-    for param, value in bound.values():
-        loc = param.location
-        if loc == "path":
-            text = _scalar(value)
-            safe = "/" if param.name.lower() in SLASH_PARAMS else ""
-            if safe and any(seg in (".", "..") for seg in text.split("/")):
-                raise CallError(
-                    f"api.{op.key}: argument {param.py_name}: '.' and '..' segments are not allowed in a path.",
-                    code="call.invalid_argument",
-                )
-            path = path.replace("{" + param.name + "}", quote(text, safe=safe))
-        elif loc == "query":
-            if isinstance(value, list) and param.explode is not False:
-                params.extend((param.name, _scalar(v)) for v in value)
-            elif isinstance(value, list):
-                params.append((param.name, ",".join(_scalar(v) for v in value)))
-            elif isinstance(value, dict) and param.style == "deepObject":
-                params.extend((f"{param.name}[{k}]", _scalar(v)) for k, v in value.items())
-            elif isinstance(value, dict) and param.explode is not False:
-                params.extend((str(k), _scalar(v)) for k, v in value.items())
-            else:
-                params.append((param.name, _scalar(value)))
-        elif loc == "header":
-            headers[param.name] = _scalar(value)
-        elif loc == "cookie":
-            cookies[param.name] = _scalar(value)
-        elif op.body is not None and op.body.flattened:
-            fields[param.name] = value
-        else:
-            body = value
-    url = resolve_base_url(spec, op, base_url) + path
-    request = UpstreamRequest(
-        operation=op.key, method=op.method.upper(), url=url, params=params, headers=headers, cookies=cookies,
-        security=op.security,
-    )  # fmt: skip
-    media = op.body.media_type if op.body is not None else ""
-    payload = fields if op.body is not None and op.body.flattened else body
-    if op.body is None or (payload is NO_BODY or (payload == {} and not op.body.required)):
-        return request
-    from dataclasses import replace
-
-    if media == "application/x-www-form-urlencoded" and isinstance(payload, dict):
-        return replace(request, data={k: _scalar(v) for k, v in payload.items()})
-    if media == "multipart/form-data" and isinstance(payload, dict):
-        files = {k: f for k, v in payload.items() if (f := _file_part(v)) is not None}
-        data = {k: _scalar(v) for k, v in payload.items() if k not in files}
-        return replace(request, data=data, files=files or None)
-    if "json" in media or not media:
-        return replace(request, json=payload, headers={**headers, "Content-Type": media or "application/json"})
-    raw = _file_part(payload)
-    content = raw[1] if raw else (payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
-    return replace(request, content=content, headers={**headers, "Content-Type": media})
 
 
 def stand_in(spec: ApiSpec, schema: dict[str, Any] | None, depth: int = 0, seen: frozenset[str] = frozenset()) -> Any:

@@ -19,23 +19,28 @@ from pydantic import ValidationError
 from ._errors import ConfigError
 from ._settings import ServerSettings
 
-__all__ = ["load_server_config"]
+__all__ = ["expand_env", "load_server_config"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+def expand_env(text: str, env: Mapping[str, str], where: str) -> str:
+    """Replace each ``${NAME}`` in ``text`` by the environment variable; a missing one is an error."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) not in env:
+            raise ConfigError(
+                f"{where}: environment variable {m.group(1)} is not set (used as ${{{m.group(1)}}}).",
+                code="config.missing_env",
+            )
+        return env[m.group(1)]
+
+    return _VAR.sub(sub, text)
+
+
 def _expand(value: Any, env: Mapping[str, str], where: str) -> Any:
     if isinstance(value, str):
-
-        def sub(m: re.Match[str]) -> str:
-            if m.group(1) not in env:
-                raise ConfigError(
-                    f"{where}: environment variable {m.group(1)} is not set (used as ${{{m.group(1)}}}).",
-                    code="config.missing_env",
-                )
-            return env[m.group(1)]
-
-        return _VAR.sub(sub, value)
+        return expand_env(value, env, where)
     if isinstance(value, dict):
         return {k: _expand(v, env, where) for k, v in value.items()}
     if isinstance(value, list):

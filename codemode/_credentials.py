@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from codemode._errors import UpstreamError
+from codemode._errors import ConfigError, UpstreamError
 from codemode._ir import SecurityScheme
 from codemode._scrub import basic_auth_forms
 
@@ -142,7 +142,13 @@ class Credentials:
         secrets: set[str] = set()
 
         def get(var: str) -> str | None:
-            return env.get(var) or None
+            value = (env.get(var) or "").strip()  # secrets mounted from files often end in a newline
+            if any(c in value for c in "\r\n\0"):
+                raise ConfigError(
+                    f"environment variable {var} contains a line break or NUL; a credential must be one line.",
+                    code="config.bad_credential",
+                )
+            return value or None
 
         for name, scheme in schemes.items():
             var = env_var_name(name, prefix)

@@ -9,20 +9,22 @@ Nothing the guest sees carries a credential.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import fnmatch
 import json
+import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
-from ._client import bind_arguments, build_request, resolve_operation, response_warning, stand_in
+from ._client import bind_arguments, resolve_operation, response_warning, stand_in
 from ._errors import CallError, ConfigError, UpstreamError, UsageError
 from ._ir import ApiSpec, Operation
 from ._render import signature
+from ._request import build_request
 from ._sandbox import RunOutcome, Sandbox, check_code
 from ._sandbox._protocol import GUEST_MODULES
 from ._scrub import Scrubber
@@ -32,6 +34,8 @@ from ._upstream import Upstream, UpstreamResponse
 __all__ = ["CallRecord", "ExecuteReport", "Executor"]
 
 MAX_RESPONSE_NOTES = 3  # response/spec mismatches reported per execution
+DRY_RUN_BASE = "http://dry-run.invalid"  # dry runs never send; a spec without servers still works
+log = logging.getLogger("codemode.execute")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +105,28 @@ class Executor:
         return None
 
     # -- the run -------------------------------------------------------------------------
-    async def execute(self, code: str, *, dry_run: bool = False) -> ExecuteReport:
-        report = ExecuteReport(outcome=None, dry_run=dry_run)
+    async def _checked(self, code: str, report: ExecuteReport) -> bool:
+        """Size first (cheap), then the policy check off the event loop. False when rejected."""
+        limits = self.settings.limits
+        size = len(code.encode("utf-8", "replace"))
+        if size > limits.max_code_bytes:
+            report.rejected = f"the code is {size} bytes, over max_code_bytes={limits.max_code_bytes}."
+            return False
         try:
-            check_code(code, allowed_modules=GUEST_MODULES)
+            await anyio.to_thread.run_sync(lambda: check_code(code, allowed_modules=GUEST_MODULES))
         except UsageError as exc:
             report.rejected = exc.message
+            return False
+        except RecursionError:
+            report.rejected = "the code is nested too deeply to check (simplify the expression)."
+            return False
+        return True
+
+    async def execute(self, code: str, *, dry_run: bool = False) -> ExecuteReport:
+        report = ExecuteReport(outcome=None, dry_run=dry_run)
+        if not await self._checked(code, report):
             return report
-        loop = asyncio.get_running_loop()
-        bridge = self._bridge(loop, report, dry_run)
+        bridge = _Bridge(self, asyncio.get_running_loop(), report, dry_run)
         report.outcome = await anyio.to_thread.run_sync(
             lambda: self.sandbox.run(code, bridge, inject=("api",), limits=self.settings.limits)
         )
@@ -118,104 +135,12 @@ class Executor:
     async def run_search_code(self, code: str) -> ExecuteReport:
         """Code-mode search: the same isolate, with a read-only ``spec`` instead of ``api``."""
         report = ExecuteReport(outcome=None)
-        try:
-            check_code(code, allowed_modules=GUEST_MODULES)
-        except UsageError as exc:
-            report.rejected = exc.message
+        if not await self._checked(code, report):
             return report
         report.outcome = await anyio.to_thread.run_sync(
             lambda: self.sandbox.run(code, self._spec_bridge, inject=("spec",), limits=self.settings.limits)
         )
         return report
-
-    def _bridge(
-        self, loop: asyncio.AbstractEventLoop, report: ExecuteReport, dry_run: bool
-    ) -> Callable[[str, str], tuple[bool, str]]:
-        lock = threading.Lock()
-
-        def bridge(channel: str, payload: str) -> tuple[bool, str]:
-            if channel == "spec":
-                return self._spec_bridge(channel, payload)
-            if channel != "invoke":
-                return _err("usage", f"unknown bridge channel {channel!r}")
-            with lock:
-                if len(report.calls) >= self.settings.max_calls:
-                    hit = f"max_calls={self.settings.max_calls}"
-                    if hit not in report.limit_hits:
-                        report.limit_hits.append(hit)
-                    return _err(
-                        "limit", f"this execution reached its API call limit (max_calls={self.settings.max_calls})"
-                    )
-            try:
-                request = json.loads(payload)
-                target = str(request["op"])
-                args = list(request.get("args") or [])
-                kwargs = dict(request.get("kwargs") or {})
-            except (ValueError, KeyError, TypeError):
-                return _err("usage", "malformed call from the guest client")
-            try:
-                op = resolve_operation(self.spec, target, by_target=request.get("by") == "target")
-            except CallError as exc:
-                return _err("unknown_operation", exc.message)
-            why = self.allowed(op)
-            if why is not None:
-                return _err("not_allowed", why, op=op.key)
-            try:
-                bound = bind_arguments(op, args, kwargs)
-                upstream_request = build_request(self.spec, op, bound, base_url=self.base_url)
-            except CallError as exc:
-                return _err("usage", f"{exc.message} Signature: {signature(op, max_optional=None)}", op=op.key)
-            except ConfigError as exc:
-                return _err("api_error", exc.message, op=op.key)
-            started = time.perf_counter()
-            if dry_run:
-                resp = op.success_response()
-                value = stand_in(self.spec, resp.schema if resp else None)
-                self._record(report, lock, op, "dry-run", started)
-                return True, json.dumps(value)
-            try:
-                future = asyncio.run_coroutine_threadsafe(self.upstream.send(upstream_request), loop)
-                response: UpstreamResponse = future.result()
-            except UpstreamError as exc:
-                self._record(report, lock, op, exc.code, started)
-                return _err("api_error", self.scrubber.scrub_text(exc.message), op=op.key)
-            self._record(report, lock, op, response.status, started)
-            if 200 <= response.status < 300:
-                self._check_response(report, lock, op, response.body)
-                try:
-                    return True, json.dumps(response.body)
-                except (TypeError, ValueError):
-                    return True, json.dumps(str(response.body))
-            body = response.body
-            text = json.dumps(body) if not isinstance(body, str) else body
-            if len(text) > self.settings.max_error_body_chars:
-                body = text[: self.settings.max_error_body_chars] + "…[truncated]"
-            return _err(
-                "api_error",
-                f"{op.label} failed with HTTP {response.status} (api.{op.key})",
-                status=response.status,
-                body=body,
-                op=op.key,
-            )
-
-        return bridge
-
-    def _check_response(self, report: ExecuteReport, lock: threading.Lock, op: Operation, body: Any) -> None:
-        if len(report.notes) >= MAX_RESPONSE_NOTES or not self.settings.check_responses:
-            return
-        note = response_warning(self.spec, op, body)
-        if note is not None:
-            with lock:
-                if note not in report.notes:
-                    report.notes.append(note)
-
-    def _record(
-        self, report: ExecuteReport, lock: threading.Lock, op: Operation, status: int | str, started: float
-    ) -> None:
-        with lock:
-            report.calls.append(
-                CallRecord(op.key, op.method.upper(), op.path, status, round((time.perf_counter() - started) * 1000, 1))
-            )
 
     # -- code-mode search ----------------------------------------------------------------
     def _spec_bridge(self, channel: str, payload: str) -> tuple[bool, str]:
@@ -251,3 +176,110 @@ class Executor:
             "params": [{"name": p.py_name, "in": p.location, "required": p.required} for p in op.params],
             "signature": signature(op),
         }  # fmt: skip
+
+
+class _Bridge:
+    """The bridge of one execution: every guest API call comes through :meth:`__call__` (worker thread)."""
+
+    def __init__(self, ex: Executor, loop: asyncio.AbstractEventLoop, report: ExecuteReport, dry_run: bool) -> None:
+        self.ex, self.loop, self.report, self.dry_run = ex, loop, report, dry_run
+        self.lock = threading.Lock()
+        # Wall-clock budget of the whole run. The isolate's epoch deadline only ticks while guest
+        # code runs, so time spent waiting on the upstream is bounded here.
+        self.deadline = time.monotonic() + ex.settings.limits.timeout_seconds
+
+    def __call__(self, channel: str, payload: str) -> tuple[bool, str]:
+        try:
+            return self._dispatch(channel, payload)
+        except Exception as exc:  # noqa: BLE001 - the bridge boundary: anything must become an err result
+            log.error("execute bridge failed: %s", type(exc).__name__)  # type only: text may hold a value
+            return _err("api_error", f"the server failed while handling this call ({type(exc).__name__})")
+
+    def _limit(self, hit: str, message: str) -> tuple[bool, str]:
+        with self.lock:
+            if hit not in self.report.limit_hits:
+                self.report.limit_hits.append(hit)
+        return _err("limit", message)
+
+    def _dispatch(self, channel: str, payload: str) -> tuple[bool, str]:
+        ex, settings = self.ex, self.ex.settings
+        if channel == "spec":
+            return ex._spec_bridge(channel, payload)
+        if channel != "invoke":
+            return _err("usage", f"unknown bridge channel {channel!r}")
+        if len(payload) > settings.max_call_bytes:
+            return _err("usage", f"the call's arguments are {len(payload)} bytes, over "
+                                 f"max_call_bytes={settings.max_call_bytes}")  # fmt: skip
+        with self.lock:
+            full = len(self.report.calls) >= settings.max_calls
+        if full:
+            limit = f"max_calls={settings.max_calls}"
+            return self._limit(limit, f"this execution reached its API call limit ({limit})")
+        remaining = self.deadline - time.monotonic()
+        timeout = settings.limits.timeout_seconds
+        if remaining <= 0:
+            return self._limit(f"timeout_seconds={timeout}", f"execution exceeded timeout_seconds={timeout}")
+        try:
+            request = json.loads(payload)
+            target = str(request["op"])
+            args = list(request.get("args") or [])
+            kwargs = dict(request.get("kwargs") or {})
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return _err("usage", "malformed call from the guest client")
+        try:
+            op = resolve_operation(ex.spec, target, by_target=request.get("by") == "target")
+        except CallError as exc:
+            return _err("unknown_operation", exc.message)
+        why = ex.allowed(op)
+        if why is not None:
+            return _err("not_allowed", why, op=op.key)
+        started = time.perf_counter()
+        if self.dry_run:
+            try:
+                build_request(ex.spec, op, bind_arguments(op, args, kwargs), base_url=ex.base_url or DRY_RUN_BASE)
+            except CallError as exc:
+                return _err("usage", f"{exc.message} Signature: {signature(op, max_optional=None)}", op=op.key)
+            resp = op.success_response()
+            self._record(op, "dry-run", started)
+            return True, json.dumps(stand_in(ex.spec, resp.schema if resp else None))
+        try:
+            upstream_request = build_request(ex.spec, op, bind_arguments(op, args, kwargs), base_url=ex.base_url)
+        except CallError as exc:
+            return _err("usage", f"{exc.message} Signature: {signature(op, max_optional=None)}", op=op.key)
+        except ConfigError as exc:
+            return _err("api_error", exc.message, op=op.key)
+        future = asyncio.run_coroutine_threadsafe(ex.upstream.send(upstream_request), self.loop)
+        try:
+            response: UpstreamResponse = future.result(timeout=remaining)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            self._record(op, "timeout", started)
+            limit = f"timeout_seconds={timeout}"
+            return self._limit(limit, f"execution exceeded {limit} while waiting for {op.label}")
+        except UpstreamError as exc:
+            self._record(op, exc.code, started)
+            return _err("api_error", ex.scrubber.scrub_text(exc.message), op=op.key)
+        self._record(op, response.status, started)
+        if 200 <= response.status < 300:
+            self._check_response(op, response.body)
+            return True, json.dumps(response.body, default=str)
+        body = response.body
+        text = json.dumps(body, default=str) if not isinstance(body, str) else body
+        if len(text) > settings.max_error_body_chars:
+            body = text[: settings.max_error_body_chars] + "…[truncated]"
+        return _err("api_error", f"{op.label} failed with HTTP {response.status} (api.{op.key})",
+                    status=response.status, body=body, op=op.key)  # fmt: skip
+
+    def _record(self, op: Operation, status: int | str, started: float) -> None:
+        ms = round((time.perf_counter() - started) * 1000, 1)
+        with self.lock:
+            self.report.calls.append(CallRecord(op.key, op.method.upper(), op.path, status, ms))
+
+    def _check_response(self, op: Operation, body: Any) -> None:
+        if len(self.report.notes) >= MAX_RESPONSE_NOTES or not self.ex.settings.check_responses:
+            return
+        note = response_warning(self.ex.spec, op, body)
+        if note is not None:
+            with self.lock:
+                if note not in self.report.notes:
+                    self.report.notes.append(note)

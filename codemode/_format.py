@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from ._execute import ExecuteReport
 from ._ir import ApiSpec, Operation
 from ._render import signature
 
-__all__ = ["approx_tokens", "format_execute", "format_hits", "format_search_code"]
+__all__ = ["approx_tokens", "format_execute", "format_hits"]
 
 
 def approx_tokens(text: str) -> int:
@@ -39,7 +40,6 @@ def format_hits(spec: ApiSpec, query: str, hits: list[Operation], *, budget_toke
             "a tag=, method= or path_prefix= filter, or code= to scan spec.operations."
         )
     parts: list[str] = []
-    used = 0
     shown = 0
     for i, op in enumerate(hits):
         block = format_hit(op, compact=i >= 5)
@@ -47,10 +47,8 @@ def format_hits(spec: ApiSpec, query: str, hits: list[Operation], *, budget_toke
             break
         parts.append(block)
         shown += 1
-        used = approx_tokens("\n".join(parts))
     more = len(hits) - shown
     footer = f"\n({more} more not shown: budget {budget_tokens} tokens)" if more else ""
-    del used
     return (
         "\n".join(parts)
         + footer
@@ -58,8 +56,24 @@ def format_hits(spec: ApiSpec, query: str, hits: list[Operation], *, budget_toke
     )
 
 
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or Infinity: such floats become strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(value), ensure_ascii=False, default=str)
+    # A lone surrogate (possible in upstream data) cannot be sent as UTF-8: replace it.
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def format_execute(report: ExecuteReport, *, max_chars: int) -> tuple[str, bool]:
@@ -112,7 +126,3 @@ def _shrink(body: dict[str, Any], max_chars: int) -> str:
         body[key] = value[:keep] + "…[cut]"
     text = _json(body)
     return text[:max_chars]
-
-
-def format_search_code(report: ExecuteReport, *, max_chars: int) -> tuple[str, bool]:
-    return format_execute(report, max_chars=max_chars)

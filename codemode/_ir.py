@@ -153,7 +153,3 @@ class ApiSpec:
 
     def operation(self, key: str) -> Operation | None:
         return self._by_key.get(key)
-
-    def schema_root(self) -> dict[str, Any]:
-        """A document in which every schema ``$ref`` of this IR resolves."""
-        return {"components": {"schemas": self.schemas}}

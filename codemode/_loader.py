@@ -181,6 +181,12 @@ class DocumentStore:
         return resp.content
 
     def load(self, uri: str) -> Any:
+        if uri.startswith("file://") and not self.root_uri.startswith("file://"):
+            raise SpecError(
+                f"a spec fetched from {self.root_uri} may not refer to a local file ({uri}).",
+                code="spec.local_ref_refused",
+                where=uri,
+            )
         if uri not in self.documents:
             data = self._read(uri)
             self.hashes[uri] = hashlib.sha256(data).hexdigest()

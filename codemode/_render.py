@@ -15,7 +15,7 @@ TYPE_MAP: dict[str, str] = {
     "string": "str", "integer": "int", "number": "float", "boolean": "bool", "null": "None",
     "array": "list", "object": "dict",
 }  # fmt: skip
-FORMAT_MAP: dict[str, str] = {"binary": "bytes"}
+FORMAT_MAP: dict[str, str] = {"binary": "File"}  # File = {"filename", "content" | "content_base64", ...}
 MAX_LITERALS = 8
 MAX_UNION = 4
 LOCATION_ORDER = {"path": 0, "query": 1, "body": 2, "form": 2, "header": 3, "cookie": 4}

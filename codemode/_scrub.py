@@ -38,6 +38,9 @@ def basic_auth_forms(username: str, password: str) -> list[str]:
     return [password, pair, encoded, f"Basic {encoded}"]
 
 
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
+
+
 class Scrubber:
     """Replaces known secrets with ``[REDACTED]``. Cheap when there are no secrets."""
 
@@ -64,8 +67,9 @@ class Scrubber:
                 short.add(secret)
                 continue
             long.add(secret)
-            long.add(quote(secret, safe=""))
-            long.add(quote_plus(secret, safe=""))
+            for encoded in (quote(secret, safe=""), quote_plus(secret, safe="")):
+                long.add(encoded)
+                long.add(_PERCENT.sub(lambda m: m.group(0).lower(), encoded))  # %2f as well as %2F
         if long == self._long and short == self._short:
             return
         pattern = None

@@ -47,7 +47,8 @@ API. Call operations as `api.<group>.<name>(...)` exactly as `search` shows them
 `api.call("operationId" or "METHOD /path", **kwargs)`. Calls are synchronous and return parsed JSON. \
 A failed call raises `ApiError` (.status, .body, .operation); catch it with try/except. \
 `print()` output and the JSON value of a variable named `result` are returned, with a log of the \
-calls made. No files, network, env or secrets; credentials are added by the server. Stdlib only: \
+calls made. Files are passed as {{"filename", "content_base64"}}. No files, network, env or secrets; \
+credentials are added by the server. Stdlib only: \
 json, re, math, datetime, collections, itertools, statistics… \
 dry_run=true answers every call with a schema-shaped stand-in and touches nothing."""
 
@@ -85,7 +86,10 @@ class CodemodeServer:
         self._audit_hooks = audit_hooks
         self._index: SearchIndex | None = None
         self._index_ready = threading.Event()
+        self._index_lock = threading.Lock()
         self._executor: Executor | None = None
+        self._owned_upstream: HttpxUpstream | None = None
+        self._sessions = 0  # lifespans entered and not yet left (SSE enters one per connection)
         self.client_log_level: str | None = None  # set by a client's logging/setLevel
         self.mcp = self._build_mcp()
 
@@ -96,8 +100,9 @@ class CodemodeServer:
         threading.Thread(target=self._prepare_sandbox, name="codemode-sandbox", daemon=True).start()
 
     def _build_index(self) -> None:
-        if self._index is None:
-            self._index = SearchIndex(self.spec)
+        with self._index_lock:  # one index per server, whichever thread asks first
+            if self._index is None:
+                self._index = SearchIndex(self.spec)
         self._index_ready.set()
 
     def _build_index_and_embeddings(self) -> None:
@@ -122,19 +127,33 @@ class CodemodeServer:
     # -- MCP wiring --------------------------------------------------------------------------
     @asynccontextmanager
     async def _lifespan(self, _server: MCPServer[Any]) -> AsyncIterator[None]:
-        upstream = self._upstream or HttpxUpstream(
-            self.settings.upstream, credentials=self.credentials, scrubber=self.scrubber, audit_hooks=self._audit_hooks
-        )
-        self._executor = Executor(
-            self.spec, self.sandbox, upstream, self.settings.execute,
-            base_url=self.settings.upstream.base_url, scrubber=self.scrubber,
-        )  # fmt: skip
+        """One upstream client and executor shared by every session; closed when the last one leaves.
+
+        The SDK enters the lifespan once per SSE connection, so it is reference-counted.
+        """
+        if self._sessions == 0:
+            upstream: Upstream
+            if self._upstream is None:
+                self._owned_upstream = HttpxUpstream(
+                    self.settings.upstream, credentials=self.credentials, scrubber=self.scrubber,
+                    audit_hooks=self._audit_hooks,
+                )  # fmt: skip
+                upstream = self._owned_upstream
+            else:
+                upstream = self._upstream
+            self._executor = Executor(
+                self.spec, self.sandbox, upstream, self.settings.execute,
+                base_url=self.settings.upstream.base_url, scrubber=self.scrubber,
+            )  # fmt: skip
+        self._sessions += 1
         try:
             yield None
         finally:
-            self._executor = None
-            if self._upstream is None:
-                await upstream.aclose()
+            self._sessions -= 1
+            if self._sessions == 0:
+                owned, self._owned_upstream, self._executor = self._owned_upstream, None, None
+                if owned is not None:
+                    await owned.aclose()
 
     def executor(self) -> Executor:
         if self._executor is None:

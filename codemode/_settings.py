@@ -24,6 +24,7 @@ class ExecuteSettings(BaseModel):
 
     limits: SandboxLimits = SandboxLimits()
     max_calls: int = Field(default=50, ge=0, description="API calls one execution may make")
+    max_call_bytes: int = Field(default=1_000_000, ge=1000, description="JSON size of one API call's arguments")
     max_response_chars: int = Field(default=40_000, ge=1000, description="size of one execute answer to the client")
     max_error_body_chars: int = Field(default=4_000, ge=100, description="upstream error body kept in ApiError.body")
     check_responses: bool = Field(default=True, description="note (never fail) responses that differ from the spec")

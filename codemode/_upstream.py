@@ -280,6 +280,15 @@ class HttpxUpstream:
             error = exc.code
             exc.operation = exc.operation or request.operation
             raise
+        except (httpx.HTTPError, ValueError) as exc:
+            # e.g. LocalProtocolError for an illegal header value, UnicodeEncodeError: the text may
+            # hold a credential, so only the type is kept.
+            error = "upstream.invalid_request"
+            raise UpstreamError(
+                f"{method} {request.operation}: the request could not be sent ({type(exc).__name__}).",
+                code="upstream.invalid_request",
+                operation=request.operation,
+            ) from None
         except BaseException as exc:  # re-raised: only recorded for the audit event
             error = getattr(exc, "code", None) or type(exc).__name__
             raise

@@ -89,3 +89,36 @@ def test_errors_are_one_line_without_traceback(argv: list[str], code: int, needl
     assert proc.returncode == code, proc.stderr
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_command_line_flags_apply_on_top_of_a_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from codemode._cli import _parser, _source_and_settings
+
+    monkeypatch.setenv("KINTO_URL", "http://127.0.0.1:1/v1")
+    monkeypatch.setenv("KINTO_BASIC", "eA==")
+    monkeypatch.setenv("EXTRA_TOKEN", "tok-123")
+    argv = [
+        "serve",
+        str(ROOT / "servers" / "kinto.toml"),
+        "--allow",
+        "records.*",
+        "--deny",
+        "buckets.*",
+        "--max-calls",
+        "7",
+        "--timeout",
+        "5",
+        "--header",
+        "X-Extra: ${EXTRA_TOKEN}",
+        "--name",
+        "k",
+        "--read-only",
+    ]
+    _, settings = _source_and_settings(_parser().parse_args(argv))
+    ex = settings.execute
+    assert ex.allow == ("records.*",) and ex.deny == ("flush.*", "buckets.*") and ex.read_only
+    assert ex.max_calls == 7 and ex.limits.timeout_seconds == 5
+    assert settings.upstream.headers == {"Authorization": "Basic eA==", "X-Extra": "tok-123"}
+    assert settings.name == "k" and settings.upstream.base_url == "http://127.0.0.1:1/v1"
+    with pytest.raises(Exception, match="max_calls"):
+        _source_and_settings(_parser().parse_args(["serve", "petstore3-openapi.yaml", "--max-calls", "-1"]))

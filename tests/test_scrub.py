@@ -99,3 +99,10 @@ def test_basic_auth_forms() -> None:
 def test_repr_hides_secrets() -> None:
     s = Scrubber(["supersecretvalue"])
     assert "supersecret" not in repr(s)
+
+
+def test_lower_case_percent_encodings_are_scrubbed() -> None:
+    from codemode._scrub import Scrubber
+
+    scrubber = Scrubber(["ab+cd/ef-secret"])
+    assert "secret" not in scrubber.scrub_text("q=ab%2bcd%2fef-secret and ab%2Bcd%2Fef-secret")

@@ -118,3 +118,14 @@ def test_type_text_handles_every_all_of_shape() -> None:
     )
     assert type_text({"allOf": [{"$ref": "#/components/schemas/A"}, inline]}) == "A"
     assert type_text({"allOf": [{"$ref": "#/components/schemas/A"}, {"$ref": "#/components/schemas/B"}]}) == "A & B"
+
+
+async def test_sessions_share_one_executor_until_the_last_leaves(petstore: Any) -> None:
+    server = CodemodeServer(petstore, sandbox=_NoRun())
+    async with server._lifespan(server.mcp):
+        first = server.executor()
+        async with server._lifespan(server.mcp):  # a second SSE connection
+            assert server.executor() is first
+        assert server.executor() is first  # the second leaving does not break the first
+    with pytest.raises(Exception, match="not running"):
+        server.executor()

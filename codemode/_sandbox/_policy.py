@@ -15,7 +15,8 @@ Rules (each problem is reported with its line):
 * the builtins ``exec eval compile open __import__ globals locals vars
   breakpoint input getattr setattr delattr``;
 * frame/code/traceback introspection attributes (``f_globals``, ``tb_frame``...);
-* format strings reaching dunder attributes (``"{0.__class__}"``);
+* format strings reaching dunder attributes (``"{0.__class__}"``), and any string
+  naming a dunder attribute (``attrgetter("__init__.__globals__")``);
 * imports outside the allow-list, relative imports and ``*`` imports.
 
 Single-underscore names (``_``, ``_private``, ``obj._asdict()``) are allowed:
@@ -58,6 +59,8 @@ BLOCKED_BUILTINS: dict[str, str] = {
 #: Dunder attributes that only read a name or a docstring (``type(e).__name__``).
 HARMLESS_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__"})
 _FORMAT_DUNDER = re.compile(r"\{[^{}]*\.__")
+# A dunder name inside a string (``attrgetter("__init__.__globals__")``, ``"__class__"``).
+_STRING_DUNDER = re.compile(r"__[A-Za-z0-9_]+__")
 
 
 def _is_dunder(name: str) -> bool:
@@ -117,6 +120,11 @@ class _Policy(RestrictingNodeTransformer):
     def visit_Constant(self, node: ast.Constant) -> Any:
         if isinstance(node.value, str) and _FORMAT_DUNDER.search(node.value):
             self.reject(node, "format fields reaching dunder attributes are not allowed (e.g. '{0.__class__}')")
+        elif isinstance(node.value, str):
+            found = {m for m in _STRING_DUNDER.findall(node.value) if m not in HARMLESS_DUNDERS}
+            if found:
+                self.reject(node, f"strings naming dunder attributes are not allowed ({', '.join(sorted(found))}); "
+                            "they are how attribute guards are bypassed (attrgetter, format)")  # fmt: skip
         return self.node_contents_visit(node)
 
     def _check_module(self, node: ast.AST, module: str) -> None:

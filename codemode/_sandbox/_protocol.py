@@ -120,11 +120,24 @@ def limit_outcome(limit: str | None, kind: str, message: str, duration_ms: float
     )
 
 
+ANSWER_SLACK_BYTES = 64_000  # error text, traceback and notes beside stdout and result
+
+
 def outcome_from_guest(answer: str, limits: SandboxLimits, duration_ms: float) -> RunOutcome:
-    """Parse the guest's JSON answer (see ``guest/codemode_guest.execute``)."""
+    """Parse the guest's JSON answer (see ``guest/codemode_guest.execute``).
+
+    The caps are enforced again here, on the host: code that tampers with the guest runtime
+    must not be able to hand the host more than the limits allow.
+    """
+    ceiling = limits.max_output_bytes + limits.max_result_bytes + ANSWER_SLACK_BYTES
+    if len(answer) > ceiling:
+        raise ValueError(f"the guest's answer is {len(answer)} characters, over the {ceiling} the limits allow")
     data = json.loads(answer)
     stdout = str(data.get("stdout", ""))
     truncated = bool(data.get("stdout_truncated", False))
+    if len(stdout.encode("utf-8", "replace")) > limits.max_output_bytes:
+        stdout = stdout.encode("utf-8", "replace")[: limits.max_output_bytes].decode("utf-8", "ignore")
+        truncated = True
     if truncated:
         stdout += f"\n[output truncated: print() output exceeded max_output_bytes={limits.max_output_bytes}]"
     raw_error = data.get("error")

@@ -122,8 +122,9 @@ class WasmSandbox:
             if not isinstance(answer, str):
                 raise TypeError(f"bridge returned {type(answer).__name__}, not str")
             return Variant("ok" if ok else "err", answer)
-        except Exception as exc:
-            logger.exception("sandbox bridge raised on channel %r", channel)
+        except Exception as exc:  # noqa: BLE001 - the host-callback boundary (see above)
+            # Type only: an exception's text may carry a request value or a credential.
+            logger.error("sandbox bridge raised %s on channel %r", type(exc).__name__, channel)
             return _err("internal", f"host bridge failed on channel {channel!r}: {type(exc).__name__}")
 
     # -- running -------------------------------------------------------------
@@ -172,8 +173,8 @@ class WasmSandbox:
             return limit_outcome(None, "IsolateError", f"the sandbox runtime failed: {detail}", duration)
         try:
             outcome = outcome_from_guest(answer.payload, limits, duration)
-        except (ValueError, TypeError, AttributeError) as exc:
-            logger.warning("isolate answered malformed JSON: %s", exc)
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            logger.warning("isolate answered malformed JSON: %s", type(exc).__name__)
             return limit_outcome(None, "IsolateError", "the sandbox runtime returned a malformed answer", duration)
         if outcome.error is not None and outcome.error.type == "MemoryError":
             outcome = _memory_outcome(outcome, limits)

@@ -91,7 +91,7 @@ def _raise_for_err(payload: str) -> None:
 
 
 def _request(call: Call, channel: str, payload: Any) -> Any:
-    ok, answer = call(channel, json.dumps(payload, ensure_ascii=False))
+    ok, answer = call(channel, json.dumps(payload, ensure_ascii=True))
     if not ok:
         _raise_for_err(answer)
     return json.loads(answer)
@@ -147,7 +147,7 @@ class _Api:
     def __init__(self, call: Call) -> None:
         self._call = call
 
-    def call(self, target: str, *args: Any, **kwargs: Any) -> Any:
+    def call(self, target: str, /, *args: Any, **kwargs: Any) -> Any:
         if not isinstance(target, str):
             raise TypeError("api.call() target must be a string: an operationId or 'METHOD /path'")
         return _invoke(self._call, target, args, kwargs, "target")
@@ -322,7 +322,7 @@ def _to_json(value: Any, notes: list[str]) -> str:
             notes.append(f"result: {name} values are not JSON and were converted with str()")
         return str(obj)
 
-    return json.dumps(value, default=default, ensure_ascii=False)
+    return json.dumps(value, default=default, ensure_ascii=True)
 
 
 def execute(code: str, options: str, call: Call) -> str:
@@ -362,6 +362,6 @@ def execute(code: str, options: str, call: Call) -> str:
                 }
     head = json.dumps(
         {"stdout": "".join(out.parts), "stdout_truncated": out.truncated, "notes": notes, "error": error},
-        ensure_ascii=False,
+        ensure_ascii=True,
     )
     return head[:-1] + ', "result": ' + result_json + "}"
