@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from codemode import load_spec
-from codemode._client import bind_arguments, build_request
+from codemode._client import bind_arguments
 from codemode._execute import Executor
+from codemode._request import build_request
 from codemode._sandbox import WasmSandbox
 from codemode._settings import ExecuteSettings
 from codemode._upstream import AuditEvent, HttpxUpstream, UpstreamSettings

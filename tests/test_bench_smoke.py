@@ -67,3 +67,17 @@ def test_search_latency_and_render() -> None:
 def test_cold_start_once_answers_initialize() -> None:
     seconds = bench_spec.cold_start_once(bench_spec.spec_path(SMALL[0]), cache=False)
     assert seconds > 0
+
+
+def test_every_bench_module_imports() -> None:
+    import importlib
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        for name in ("bench_execute", "bench_sandbox", "bench_spec", "search_eval", "run"):
+            assert importlib.import_module(name) is not None
+    finally:
+        sys.path.remove(str(bench))
