@@ -343,6 +343,19 @@ class Credentials:
             for callback in self._on_secret:
                 callback(form_)
 
+    def invalidate_tokens(self, request: UpstreamRequest) -> bool:
+        """Forget the fetched tokens ``request`` could have used; True if there were any.
+
+        Called when the upstream answers 401: the token may have been revoked before it expired.
+        """
+        names = {name for alternative in request.security for name in alternative if name in self._oauth}
+        dropped = False
+        for name in names:
+            if self._oauth[name].token is not None:
+                self.invalidate(name)
+                dropped = True
+        return dropped
+
     def invalidate(self, scheme: str) -> None:
         """Forget a cached token (e.g. after the upstream rejected it)."""
         grant = self._oauth.get(scheme)

@@ -139,10 +139,12 @@ class HttpxUpstream:
         error: str | None = None
         audit_url = self._audit_url(request)
         try:
+            original = request
             if self._credentials is not None:
                 request = await self._credentials.apply(request)
             outgoing = self._build(request, method)
             audit_url = self._audit_url(request, outgoing.url)
+            refreshed = False
             while True:
                 attempts += 1
                 last = attempts > self.settings.max_retries or method not in IDEMPOTENT_METHODS
@@ -153,6 +155,18 @@ class HttpxUpstream:
                     if last:
                         raise exc.error from exc.__cause__
                     await self._sleep(self._backoff(attempts))
+                    continue
+                if (
+                    response.status_code == 401
+                    and not refreshed
+                    and self._credentials is not None
+                    and self._credentials.invalidate_tokens(original)
+                ):
+                    # A fetched OAuth token was refused: fetch a new one and try once more.
+                    refreshed = True
+                    await response.aclose()
+                    request = await self._credentials.apply(original)
+                    outgoing = self._build(request, method)
                     continue
                 try:
                     status = response.status_code

@@ -492,3 +492,31 @@ def pydantic_frozen_error() -> type[Exception]:
     import pydantic
 
     return pydantic.ValidationError
+
+
+async def test_refused_oauth_token_is_refetched_once() -> None:
+    from codemode._credentials import Credentials
+    from codemode._ir import SecurityScheme
+
+    tokens = iter(["old-token-1", "new-token-2"])
+    seen: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.host == "auth.test":
+            return httpx.Response(200, json={"access_token": next(tokens), "expires_in": 3600})
+        seen.append(req.headers["Authorization"])
+        ok = req.headers["Authorization"] == "Bearer new-token-2"
+        return httpx.Response(200 if ok else 401, json={"ok": ok})
+
+    transport = httpx.MockTransport(handler)
+    scheme = SecurityScheme("oauth", "oauth2", token_url="https://auth.test/token")
+    creds = Credentials.from_env(
+        {"oauth": scheme},
+        {"CODEMODE_OAUTH_CLIENT_ID": "id", "CODEMODE_OAUTH_CLIENT_SECRET": "secret"},
+        transport=transport,
+    )
+    async with HttpxUpstream(UpstreamSettings(), credentials=creds, transport=transport) as up:
+        req = UpstreamRequest(operation="op", method="POST", url="https://api.test/x", security=(("oauth",),))
+        resp = await up.send(req)
+    assert resp.status == 200 and seen == ["Bearer old-token-1", "Bearer new-token-2"]
+    await creds.aclose()
