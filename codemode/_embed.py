@@ -55,22 +55,24 @@ class Embedder(Protocol):
 
 
 def _load_safetensors(path: Path) -> dict[str, NDArray[Any]]:
+    """Read tensors one at a time (never the whole file at once), as float32 unless int64."""
     import numpy as np
 
     dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
-    raw = path.read_bytes()
-    n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + n])
-    base = 8 + n
     out: dict[str, NDArray[Any]] = {}
-    for name, meta in header.items():
-        if name == "__metadata__" or meta["dtype"] not in dtypes:
-            continue
-        a, b = meta["data_offsets"]
-        arr = np.frombuffer(
-            raw, dtype=dtypes[meta["dtype"]], count=(b - a) // np.dtype(dtypes[meta["dtype"]]).itemsize, offset=base + a
-        )
-        out[name] = arr.reshape(meta["shape"]).astype(np.float32) if meta["dtype"] != "I64" else arr
+    with path.open("rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+        base = 8 + n
+        for name, meta in sorted(
+            header.items(), key=lambda kv: kv[1].get("data_offsets", [0])[0] if kv[0] != "__metadata__" else -1
+        ):
+            if name == "__metadata__" or meta["dtype"] not in dtypes:
+                continue
+            a, b = meta["data_offsets"]
+            fh.seek(base + a)
+            arr = np.frombuffer(bytearray(fh.read(b - a)), dtype=dtypes[meta["dtype"]]).reshape(meta["shape"])
+            out[name] = arr.astype(np.float32, copy=False) if meta["dtype"] != "I64" else arr
     return out
 
 
@@ -106,13 +108,12 @@ class MiniLM:
         self._heads = int(cfg["num_attention_heads"])
         self._layers = int(cfg["num_hidden_layers"])
         self._eps = float(cfg.get("layer_norm_eps", 1e-12))
-        self._w = _load_safetensors(model_dir / "model.safetensors")
-        self._w = {k.removeprefix("bert."): v for k, v in self._w.items()}
-        self._wt = {
-            k.removesuffix(".weight"): np.ascontiguousarray(v.T)
-            for k, v in self._w.items()
-            if k.endswith(".weight") and v.ndim == 2 and k.startswith("encoder.")
-        }
+        weights = {k.removeprefix("bert."): v for k, v in _load_safetensors(model_dir / "model.safetensors").items()}
+        # Dense layers keep only their transposed copy (made one tensor at a time, so the peak is
+        # the weights plus one tensor).
+        dense = [k for k, v in weights.items() if k.endswith(".weight") and v.ndim == 2 and k.startswith("encoder.")]
+        self._wt = {k.removesuffix(".weight"): np.ascontiguousarray(weights.pop(k).T) for k in dense}
+        self._w = weights
         self._lock = threading.Lock()  # numpy releases the GIL; keep one forward pass at a time
 
     def _ln(self, x: NDArray[np.float32], name: str) -> NDArray[np.float32]:
