@@ -116,9 +116,10 @@ def _apply_flags(settings: ServerSettings, args: argparse.Namespace) -> ServerSe
         }
     )
     up = settings.upstream
-    upstream = UpstreamSettings(
-        **{**up.model_dump(), "base_url": args.base_url or up.base_url, "headers": {**up.headers, **_headers(args)}}
-    )
+    flags = _headers(args)
+    given = {name.lower() for name in flags}
+    headers = {**{k: v for k, v in up.headers.items() if k.lower() not in given}, **flags}
+    upstream = UpstreamSettings(**{**up.model_dump(), "base_url": args.base_url or up.base_url, "headers": headers})
     merged = settings.model_copy(update={"execute": execute, "upstream": upstream, "name": args.name or settings.name})
     try:
         return ServerSettings.model_validate(merged.model_dump())  # validate the merged values again

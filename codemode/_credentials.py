@@ -242,7 +242,7 @@ class Credentials:
             self._transport = transport
         if verify_tls is not None:
             self._verify_tls = verify_tls
-        if on_secret is not None:
+        if on_secret is not None and on_secret not in self._on_secret:
             self._on_secret.append(on_secret)
 
     async def aclose(self) -> None:

@@ -203,13 +203,13 @@ class _Bridge:
 
     def _dispatch(self, channel: str, payload: str) -> tuple[bool, str]:
         ex, settings = self.ex, self.ex.settings
+        if len(payload) > settings.max_call_bytes:
+            return _err("usage", f"the call's arguments are {len(payload)} bytes, over "
+                                 f"max_call_bytes={settings.max_call_bytes}")  # fmt: skip
         if channel == "spec":
             return ex._spec_bridge(channel, payload)
         if channel != "invoke":
             return _err("usage", f"unknown bridge channel {channel!r}")
-        if len(payload) > settings.max_call_bytes:
-            return _err("usage", f"the call's arguments are {len(payload)} bytes, over "
-                                 f"max_call_bytes={settings.max_call_bytes}")  # fmt: skip
         with self.lock:
             full = len(self.report.calls) >= settings.max_calls
         if full:

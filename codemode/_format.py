@@ -111,18 +111,24 @@ def format_execute(report: ExecuteReport, *, max_chars: int) -> tuple[str, bool]
 
 
 def _shrink(body: dict[str, Any], max_chars: int) -> str:
-    """Cut stdout, then result, then the call log, so the answer fits the client's limit."""
-    notes = body.setdefault("notes", [])
-    notes.append(f"answer cut to fit max_response_chars={max_chars}; print less or return a smaller result")
-    for key in ("stdout", "result", "calls"):
-        text = _json(body)
-        if len(text) <= max_chars:
-            return text
-        if key not in body:
-            continue
-        value = body[key] if isinstance(body[key], str) else _json(body[key])
-        excess = len(text) - max_chars + 64
-        keep = max(0, len(value) - excess)
-        body[key] = value[:keep] + "…[cut]"
+    """Cut stdout, then result, then the call log until the answer fits; always valid JSON."""
+    body.setdefault("notes", []).append(
+        f"answer cut to fit max_response_chars={max_chars}; print less or return a smaller result"
+    )
+    for key in ("stdout", "result", "calls", "traceback"):
+        while key in body:
+            excess = len(_json(body)) - max_chars
+            if excess <= 0:
+                return _json(body)
+            value = body[key] if isinstance(body[key], str) else _json(body[key])
+            keep = len(value) - excess - 16
+            if keep <= 0:
+                del body[key]
+                body["notes"].append(f"{key} dropped to fit")
+            else:
+                body[key] = value[:keep] + "…[cut]"
     text = _json(body)
-    return text[:max_chars]
+    if len(text) <= max_chars:
+        return text
+    error = str(body.get("error", "answer too large"))[: max(0, max_chars // 2)]
+    return _json({"error": error, "notes": body["notes"][-1:]})

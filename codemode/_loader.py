@@ -203,6 +203,13 @@ class DocumentStore:
     def resolve(self, ref: str, base_uri: str) -> Located:
         """Follow one ``$ref``. Raises ``KeyError`` or ``SpecError`` when it dangles."""
         uri, pointer = self.split_ref(ref, base_uri)
+        if uri.startswith("file://") and not base_uri.startswith("file://"):
+            raise SpecError(
+                f"{base_uri} may not refer to a local file ({uri}): a document fetched over HTTP only "
+                "refers to other URLs.",
+                code="spec.local_ref_refused",
+                where=uri,
+            )
         doc = self.load(uri)
         return Located(_pointer_get(doc, pointer), uri, pointer)
 

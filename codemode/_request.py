@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -54,16 +55,27 @@ def _joined(param: Param, value: Any, default_style: str) -> str:
     return _scalar(value)
 
 
+_SEPARATORS = re.compile(r"[/\\]")
+
+
+def _dot_segment(segment: str) -> bool:
+    """``.``, ``..``, and the forms servers normalise to them (``.. ``, ``...``)."""
+    trimmed = segment.rstrip(" ")
+    return bool(trimmed) and set(trimmed) == {"."}
+
+
 def _path_value(op: Operation, param: Param, value: Any) -> str:
     text = _joined(param, value, "simple")
+    parts = _SEPARATORS.split(text)
+    if any(_dot_segment(part) for part in parts):
+        raise _bad(op, param, f"{text!r} contains a '.' or '..' segment, which would leave the operation's path.")
     if param.name.lower() in SLASH_PARAMS:
-        if text.startswith("/") or any(seg in ("", ".", "..") for seg in text.split("/")):
-            raise _bad(op, param, f"{text!r} is not a relative path ('', '.', '..' segments and a leading '/' "
-                                  "are refused).")  # fmt: skip
+        if text.startswith(("/", "\\")) or "" in parts:
+            raise _bad(op, param, f"{text!r} is not a relative path (empty segments and a leading '/' are refused).")
         return quote(text, safe="/")
-    if text in ("", ".", ".."):
-        raise _bad(op, param, f"{text!r} is not allowed as a path segment.")
-    return quote(text, safe="")
+    if text == "":
+        raise _bad(op, param, "'' is not allowed as a path segment.")
+    return quote(text, safe=",") if isinstance(value, list) else quote(text, safe="")
 
 
 def _query_pairs(param: Param, value: Any) -> list[tuple[str, str]]:
@@ -87,23 +99,26 @@ def _header_value(op: Operation, param: Param, value: Any, forbidden: frozenset[
     if forbidden.intersection(text):
         shown = ", ".join(repr(c) for c in sorted(forbidden.intersection(text)))
         raise _bad(op, param, f"the value contains {shown}, which cannot be sent in a {param.location}.")
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        raise _bad(op, param, f"a {param.location} value must be Latin-1 text.") from None
+    if not text.isascii():
+        raise _bad(op, param, f"a {param.location} value must be ASCII text.")
     return text
 
 
 def _file_part(op: Operation, param: Param | None, value: Any) -> tuple[str, bytes, str]:
+    name = param.py_name if param else "body"
     try:
         raw = base64.b64decode(value["content_base64"], validate=True) if "content_base64" in value else (
             str(value["content"]).encode()
         )  # fmt: skip
     except (binascii.Error, ValueError):
-        name = param.py_name if param else "body"
         raise CallError(f"api.{op.key}: argument {name}: content_base64 is not valid base64.",
                         code="call.invalid_argument") from None  # fmt: skip
-    return (str(value.get("filename", "upload")), raw, str(value.get("content_type", "application/octet-stream")))
+    filename = str(value.get("filename", "upload"))
+    content_type = str(value.get("content_type", "application/octet-stream"))
+    if _FORBIDDEN_HEADER.intersection(filename + content_type):
+        raise CallError(f"api.{op.key}: argument {name}: filename and content_type may not contain line breaks.",
+                        code="call.invalid_argument")  # fmt: skip
+    return (filename, raw, content_type)
 
 
 def build_request(

@@ -11,7 +11,7 @@ __all__ = ["ExecuteSettings", "SearchSettings", "ServerSettings"]
 
 
 class SearchSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     default_limit: int = Field(default=8, ge=1, le=50, description="hits returned when the caller gives no limit")
     max_limit: int = Field(default=25, ge=1, description="most hits one search may return")
@@ -20,7 +20,7 @@ class SearchSettings(BaseModel):
 
 
 class ExecuteSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     limits: SandboxLimits = SandboxLimits()
     max_calls: int = Field(default=50, ge=0, description="API calls one execution may make")
@@ -34,7 +34,7 @@ class ExecuteSettings(BaseModel):
 
 
 class ServerSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str | None = None
     search: SearchSettings = SearchSettings()

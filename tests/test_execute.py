@@ -202,10 +202,12 @@ async def test_path_arguments_cannot_escape_the_operation_path() -> None:
     ex = Executor(spec, LocalSandbox(), up, ExecuteSettings(), base_url="http://127.0.0.1:1/api/v3")
     out = await run(ex, "api.contents.get('a/b.ipynb')\napi.contents.get('../../etc/passwd')")
     assert up.requests[0].url == "http://127.0.0.1:1/api/v3/api/contents/a/b.ipynb"
-    assert "'../../etc/passwd' is not a relative path" in out["error"] and len(up.requests) == 1
+    assert "'../../etc/passwd' contains a '.' or '..' segment" in out["error"] and len(up.requests) == 1
     up.requests.clear()
-    await run(ex, "api.sessions.get('x/../../y@evil.com:80')")
-    assert up.requests[0].url.startswith("http://127.0.0.1:1/api/v3/api/sessions/x%2F..%2F..%2Fy%40evil.com%3A80")
+    out = await run(ex, "api.sessions.get('x/../../y')")
+    assert "would leave the operation's path" in out["error"] and up.requests == []
+    await run(ex, "api.sessions.get('x/y@evil.com:80')")
+    assert up.requests[0].url == "http://127.0.0.1:1/api/v3/api/sessions/x%2Fy%40evil.com%3A80"
 
 
 REQUESTS_SPEC = """
@@ -274,11 +276,11 @@ class Recorder(FakeUpstream):
 @pytest.mark.parametrize(
     ("call", "fragment"),
     [
-        ("api.call('getRepo', '..', '..')", "'..' is not allowed as a path segment"),
+        ("api.call('getRepo', '..', '..')", "would leave the operation's path"),
         ("api.call('getRepo', 'a', '')", "'' is not allowed as a path segment"),
         ("api.call('getRepo', 'a', 'b', **{'X-Trace': 'x\\r\\nEvil: 1'})", "cannot be sent in a header"),
         ("api.call('getRepo', 'a', 'b', session='a; admin=1')", "cannot be sent in a cookie"),
-        ("api.call('getRepo', 'a', 'b', **{'X-Trace': 'caf\\u00e9\\u2603'})", "must be Latin-1 text"),
+        ("api.call('getRepo', 'a', 'b', **{'X-Trace': 'caf\\u00e9\\u2603'})", "must be ASCII text"),
     ],
 )
 async def test_values_that_would_change_the_request_are_refused(req_spec: Any, call: str, fragment: str) -> None:
@@ -362,3 +364,36 @@ async def test_non_json_floats_and_lone_surrogates_still_give_valid_json(spec: A
     assert not is_error
     assert json.loads(text)["result"][0] == "nan"
     text.encode("utf-8")  # sendable
+
+
+@pytest.mark.parametrize("value", ["..\\\\..\\\\admin", ".. ", "...", "a/../b"])
+async def test_dot_segments_in_any_spelling_are_refused(req_spec: Any, value: str) -> None:
+    up = Recorder()
+    ex = Executor(req_spec, LocalSandbox(), up, ExecuteSettings())
+    out = await run(ex, f"api.call('getRepo', 'o', {value!r})")
+    assert "would leave the operation's path" in out["error"] and up.requests == []
+
+
+async def test_none_is_not_given_unless_the_schema_allows_null(req_spec: Any) -> None:
+    up = Recorder()
+    ex = Executor(req_spec, LocalSandbox(), up, ExecuteSettings())
+    out = await run(ex, "api.call('patchItem', '1', name='n', note=None)\napi.call('upload', tags=None, file=None)")
+    assert not out["is_error"], out
+    assert up.requests[0].json == {"name": "n", "note": None}  # note is nullable: JSON null is sent
+    assert up.requests[1].files is None and up.requests[1].data is None  # not nullable: not sent
+
+
+async def test_upload_metadata_cannot_inject_part_headers(req_spec: Any) -> None:
+    up = Recorder()
+    ex = Executor(req_spec, LocalSandbox(), up, ExecuteSettings())
+    out = await run(ex, "api.call('upload', file={'content': 'x', 'content_type': 'text/plain\\r\\nX-Evil: 1'})")
+    assert "may not contain line breaks" in out["error"] and up.requests == []
+
+
+async def test_escaped_output_and_unicode_results_stay_within_limits(spec: Any) -> None:
+    ex, _ = make(spec, max_response_chars=5000)
+    out = await run(ex, "print('\\x01' * 64000)\nresult = ['\\\\' * 1000] * 100")
+    assert "answer cut" in " ".join(out["notes"])  # valid JSON even though escaping grows the text
+    ex, _ = make(spec, max_response_chars=200_000)
+    out = await run(ex, "result = 'é' * 50000")  # 100 KB of UTF-8, under max_result_bytes
+    assert not out["is_error"] and len(out["result"]) == 50000

@@ -38,10 +38,10 @@ CHANNELS = frozenset({"invoke", "spec"})
 class SandboxLimits(BaseModel):
     """Every limit of one run. All are on by default."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    timeout_seconds: float = Field(default=30.0, gt=0, description="wall clock, via epoch interruption")
-    memory_mb: int = Field(default=256, ge=16, description="linear memory of the isolate")
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600, description="wall clock, via epoch interruption")
+    memory_mb: int = Field(default=256, ge=16, le=4096, description="linear memory of the isolate")
     max_output_bytes: int = Field(default=64_000, ge=0, description="captured print() output")
     max_result_bytes: int = Field(default=256_000, ge=2, description="JSON of `result`")
     max_code_bytes: int = Field(default=100_000, ge=1, description="source size")
@@ -129,7 +129,8 @@ def outcome_from_guest(answer: str, limits: SandboxLimits, duration_ms: float) -
     The caps are enforced again here, on the host: code that tampers with the guest runtime
     must not be able to hand the host more than the limits allow.
     """
-    ceiling = limits.max_output_bytes + limits.max_result_bytes + ANSWER_SLACK_BYTES
+    # The guest escapes non-ASCII (so lone surrogates survive): one byte may become six characters.
+    ceiling = 6 * (limits.max_output_bytes + limits.max_result_bytes + ANSWER_SLACK_BYTES)
     if len(answer) > ceiling:
         raise ValueError(f"the guest's answer is {len(answer)} characters, over the {ceiling} the limits allow")
     data = json.loads(answer)

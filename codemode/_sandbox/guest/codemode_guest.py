@@ -350,7 +350,9 @@ def execute(code: str, options: str, call: Call) -> str:
             message = f"`result` could not be converted to JSON: {_safe_str(exc)}"
             error = {"type": type(exc).__name__, "message": message, "line": None, "traceback": ""}
         else:
-            size = len(result_json.encode("utf-8"))
+            size = len(result_json)  # ASCII-escaped: never smaller than the UTF-8 size
+            if size > max_result:  # measure what the limit means: UTF-8 bytes of the JSON
+                size = len(json.dumps(json.loads(result_json), ensure_ascii=False).encode("utf-8", "surrogatepass"))
             if size > max_result:
                 result_json = "null"
                 error = {
