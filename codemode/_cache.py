@@ -25,6 +25,7 @@ from ._paths import default_cache_dir
 __all__ = ["IR_FORMAT", "default_cache_dir", "load_spec"]
 
 IR_FORMAT = 4  # bump when the IR changes shape; the builder's own source is hashed into the key too
+MAX_CACHED_SPECS = 64
 log = logging.getLogger("codemode.spec")
 
 
@@ -102,5 +103,13 @@ def _write_cache(entry: Path, store: DocumentStore, spec: ApiSpec) -> None:
         with os.fdopen(fd, "wb") as fh:
             pickle.dump((deps, spec), fh, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, entry)
+        _prune(entry.parent)
     except OSError as exc:  # a read-only cache dir must not stop the server
         log.warning("could not write IR cache %s: %s", entry, exc.strerror)
+
+
+def _prune(folder: Path, keep: int = MAX_CACHED_SPECS) -> None:
+    """Keep the most recently written entries; older ones (other specs, older builders) go."""
+    entries = sorted(folder.glob("*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        old.unlink(missing_ok=True)

@@ -35,6 +35,14 @@ _SCHEMA_ONE = frozenset({"items", "additionalProperties", "not"})
 _NAME_CLEAN = re.compile(r"[^0-9A-Za-z_]+")
 
 
+_SCALAR_TYPES = frozenset({"string", "integer", "number", "boolean"})
+_COMPOUND = frozenset({"$ref", "properties", "items", "allOf", "oneOf", "anyOf", "not", "additionalProperties"})
+
+
+def _is_scalar(node: Any) -> bool:
+    return isinstance(node, dict) and node.get("type") in _SCALAR_TYPES and not _COMPOUND.intersection(node)
+
+
 def _python_name(raw: str) -> str:
     """Schema names are shown as Python types: ``global-advisory`` -> ``GlobalAdvisory``."""
     if raw.isidentifier() and raw.isascii():
@@ -79,13 +87,20 @@ class SchemaCollector:
         return name
 
     def ref(self, ref: str, base_uri: str, where: str) -> dict[str, Any]:
-        """A reference to the named IR schema for ``ref``; ``{}`` (any) when it dangles."""
+        """A reference to the named IR schema for ``ref``; ``{}`` (any) when it dangles.
+
+        A named schema that is only a scalar (``zone_identifier: {type: string, maxLength: 32}``)
+        is copied in place instead: ``zone_id: str`` reads better than ``zone_id: ZoneIdentifier``,
+        and a scalar cannot take part in a cycle.
+        """
         uri, pointer = self.store.split_ref(ref, base_uri)
         try:
-            self.store.resolve(ref, base_uri)
+            target = self.store.resolve(ref, base_uri)
         except (KeyError, IndexError, ValueError, TypeError, SpecError):
             self._dangle(ref, where)
             return {}
+        if _is_scalar(target.node):
+            return self.convert(target.node, target.uri, where)
         return {"$ref": SCHEMA_REF_PREFIX + self._name_for(uri, pointer)}
 
     def _dangle(self, ref: str, where: str) -> None:
