@@ -207,6 +207,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"operations: {len(spec.operations)}  schemas: {len(spec.schemas)}  webhooks: {spec.webhooks}")
     print(f"servers: {', '.join(spec.servers) or '(none: pass --base-url)'}")
     print(f"security schemes: {', '.join(spec.security_schemes) or '(none)'}")
+    from ._credentials import Credentials
+
+    for line in Credentials.from_env(spec.security_schemes, os.environ).describe():
+        print(f"  {line}")
     print(f"warnings: {len(spec.warnings)}")
     for w in spec.warnings:
         print(f"  {w}")

@@ -14,8 +14,9 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, EmptyResult, SetLevelRequestParams, TextContent, ToolAnnotations
 from pydantic import Field
 
+from ._client import resolve_operation
 from ._credentials import Credentials
-from ._errors import ConfigError
+from ._errors import CallError, ConfigError
 from ._execute import Executor
 from ._format import format_execute, format_hits
 from ._ir import ApiSpec
@@ -228,9 +229,6 @@ class CodemodeServer:
             if name not in self.spec.schemas:
                 return _result(f"No schema named {name!r} in {self.spec.title}.", True)
             return _result(render_schema(self.spec, name)[:budget], False)
-        from ._client import resolve_operation
-        from ._errors import CallError
-
         try:
             op = resolve_operation(self.spec, target.removeprefix("api."), by_target=True)
         except CallError as exc:
@@ -268,13 +266,6 @@ class CodemodeServer:
                 "streamable-http", host=host, port=port, stateless_http=stateless, json_response=stateless,
                 transport_security=security,
             )  # fmt: skip
-
-    def http_app(self, *, stateless: bool = False, host: str = "127.0.0.1", port: int = 8000) -> Any:
-        """The streamable-HTTP ASGI app (for embedding under another ASGI server)."""
-        return self.mcp.streamable_http_app(
-            stateless_http=stateless, json_response=stateless, transport_security=transport_security(host, port, ()),
-            host=host,
-        )  # fmt: skip
 
 
 def transport_security(host: str, port: int, allowed_hosts: tuple[str, ...]) -> TransportSecuritySettings:

@@ -66,6 +66,17 @@ def test_inspect_reports_warnings(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert "operations: 1" in out and "/paths/~1a/get/parameters/0" in out
 
 
+def test_inspect_names_the_credential_variables(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CODEMODE_API_KEY", "k-123456")
+    assert main(["inspect", "petstore3-openapi.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "api_key (apiKey in header api_key): configured from CODEMODE_API_KEY" in out
+    assert "petstore_auth (oauth2): missing CODEMODE_PETSTORE_AUTH" in out
+    assert "k-123456" not in out
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "needle"),
     [
