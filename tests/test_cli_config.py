@@ -103,7 +103,8 @@ def test_errors_are_one_line_without_traceback(argv: list[str], code: int, needl
 
 
 def test_command_line_flags_apply_on_top_of_a_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    from codemode._cli import _parser, _source_and_settings
+    from codemode._cli import build_parser
+    from codemode._cli._common import source_and_settings
 
     monkeypatch.setenv("KINTO_URL", "http://127.0.0.1:1/v1")
     monkeypatch.setenv("KINTO_BASIC", "eA==")
@@ -125,11 +126,47 @@ def test_command_line_flags_apply_on_top_of_a_config(monkeypatch: pytest.MonkeyP
         "k",
         "--read-only",
     ]
-    _, settings = _source_and_settings(_parser().parse_args(argv))
+    _, settings = source_and_settings(build_parser().parse_args(argv))
     ex = settings.execute
     assert ex.allow == ("records.*",) and ex.deny == ("flush.*", "buckets.*") and ex.read_only
     assert ex.max_calls == 7 and ex.limits.timeout_seconds == 5
     assert settings.upstream.headers == {"Authorization": "Basic eA==", "X-Extra": "tok-123"}
     assert settings.name == "k" and settings.upstream.base_url == "http://127.0.0.1:1/v1"
     with pytest.raises(Exception, match="max_calls"):
-        _source_and_settings(_parser().parse_args(["serve", "petstore3-openapi.yaml", "--max-calls", "-1"]))
+        source_and_settings(build_parser().parse_args(["serve", "petstore3-openapi.yaml", "--max-calls", "-1"]))
+
+
+def test_global_flags_before_or_after_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from codemode._cli import build_parser
+
+    for argv in (["--debug", "inspect", "x"], ["inspect", "x", "--debug"], ["inspect", "--debug", "x"]):
+        args = build_parser().parse_args(argv)
+        assert args.debug is True and args.no_cache is False, argv
+    args = build_parser().parse_args(["--no-cache", "inspect", "x"])
+    assert args.no_cache is True and args.debug is False
+
+
+def test_commands_from_installed_plugins(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Other packages add commands through the ``codemode.commands`` entry-point group."""
+    import codemode._cli as cli
+    from codemode._cli._common import add_command
+
+    class FakeEntryPoint:
+        name = "hello"
+
+        def load(self) -> object:
+            def register(commands: object) -> None:
+                p = add_command(commands, "hello", lambda args: print(f"hi {args.who}") or 0)  # type: ignore[arg-type]
+                p.add_argument("who")
+
+            return register
+
+    class Missing:
+        name = "broken"
+
+        def load(self) -> object:
+            raise ImportError("extra not installed")
+
+    monkeypatch.setattr(cli, "entry_points", lambda group: [FakeEntryPoint(), Missing()])
+    assert main(["hello", "you"]) == 0
+    assert capsys.readouterr().out == "hi you\n"

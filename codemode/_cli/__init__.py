@@ -1,0 +1,83 @@
+"""The ``codemode`` command. Thin: parses arguments, builds settings, calls the library.
+
+Each command lives in its own module and registers itself on the parser
+(``register(commands)``). Other installed packages add commands through the
+``codemode.commands`` entry-point group (the OAuth portal adds ``portal`` and
+``connect`` this way), so the engine never imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+from .. import __version__
+from .._errors import CodemodeError, UsageError
+from . import _inspect, _run, _search, _serve, _warmup
+from ._common import global_options
+
+__all__ = ["COMMAND_ENTRY_POINTS", "build_parser", "entry", "main"]
+
+COMMAND_ENTRY_POINTS = "codemode.commands"
+_BUILTIN = (_serve, _search, _run, _inspect, _warmup)
+log = logging.getLogger("codemode.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole parser: built-in commands, then commands from installed plugins."""
+    p = argparse.ArgumentParser(
+        prog="codemode",
+        description="Any OpenAPI spec as an MCP server with two tools: search and execute.",
+        parents=[global_options(suppress=False)],
+    )
+    p.add_argument("--version", action="version", version=f"codemode-mcp {__version__}")
+    commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in _BUILTIN:
+        module.register(commands)
+    for ep in sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except ImportError as exc:  # a plugin whose extra is not installed: its command is absent
+            log.debug("command plugin %s not loaded: %s", ep.name, exc)
+            continue
+        register(commands)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s"
+    )
+    try:
+        code: int = args.handler(args)
+        return code
+    except CodemodeError as exc:
+        if args.debug:
+            raise
+        print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into `head` and friends
+        return 0
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"error [internal]: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    # Start-up allocates many long-lived objects (pydantic models, the IR); collecting them over
+    # and over while importing costs ~0.2 s. Collect once afterwards and freeze what is left.
+    gc.disable()
+    try:
+        code = main()
+    finally:
+        gc.enable()
+    sys.exit(code)

@@ -1,0 +1,31 @@
+"""``codemode inspect``: what was found in a spec, and every warning with its JSON pointer."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ._common import Commands, add_command, load, spec_arg
+
+__all__ = ["register"]
+
+
+def register(commands: Commands) -> None:
+    p = add_command(commands, "inspect", run, help="load a spec and report what was found and every warning")
+    p.add_argument("spec")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._credentials import Credentials
+
+    spec = load(spec_arg(args.spec), args)
+    print(f"{spec.title} {spec.version} (spec {spec.spec_version})")
+    print(f"operations: {len(spec.operations)}  schemas: {len(spec.schemas)}  webhooks: {spec.webhooks}")
+    print(f"servers: {', '.join(spec.servers) or '(none: pass --base-url)'}")
+    print(f"security schemes: {', '.join(spec.security_schemes) or '(none)'}")
+    for line in Credentials.from_env(spec.security_schemes, os.environ).describe():
+        print(f"  {line}")
+    print(f"warnings: {len(spec.warnings)}")
+    for w in spec.warnings:
+        print(f"  {w}")
+    return 0
