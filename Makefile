@@ -20,6 +20,7 @@ stdio: setup
 setup-test: setup
 	@bash scripts/setup-upstreams.sh
 	@bash scripts/setup-node.sh
+	@bash scripts/setup-postgres.sh
 
 lint:
 	.venv/bin/ruff check codemode tests bench

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import pytest
+from postgres import PostgresCluster, postgres_cluster
 from upstreams import RunningServer, httpbin_server, kinto_server
 
 
@@ -20,3 +22,34 @@ def kinto() -> Iterator[RunningServer]:
     """A real Kinto (``base_url`` ends in ``/v1``) with an ``admin`` basic-auth account."""
     with kinto_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL 15 cluster on 127.0.0.1 for the whole session (skips when not installed)."""
+    pytest.importorskip("psycopg", reason="psycopg 3 not installed: run scripts/setup-postgres.sh")
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: PostgresCluster) -> str:
+    """SQLAlchemy URL ``postgresql+psycopg://postgres@127.0.0.1:PORT/postgres`` of the session's cluster."""
+    return postgres.url
+
+
+@pytest.fixture
+def postgres_db_url(postgres: PostgresCluster) -> Iterator[str]:
+    """SQLAlchemy URL of a new, empty database in the session's cluster, dropped after the test."""
+    import psycopg
+    from psycopg import sql
+
+    dbname = f"test_{secrets.token_hex(6)}"
+    name = sql.Identifier(dbname)
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+    try:
+        yield postgres.url_for(dbname)
+    finally:
+        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))

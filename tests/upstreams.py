@@ -26,6 +26,7 @@ import pytest
 __all__ = [
     "RunningServer",
     "ServerInfo",
+    "free_port",
     "httpbin_server",
     "kinto_server",
     "upstreams_bin",
