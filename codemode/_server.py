@@ -20,6 +20,7 @@ from ._errors import CallError, ConfigError
 from ._execute import Executor
 from ._format import format_execute, format_hits
 from ._ir import ApiSpec
+from ._progress import ProgressHub, Reporter
 from ._render import describe_operation, render_schema
 from ._sandbox import Sandbox, WasmSandbox
 from ._scrub import Scrubber
@@ -76,13 +77,17 @@ class CodemodeServer:
         upstream: Upstream | None = None,
         env: dict[str, str] | None = None,
         audit_hooks: tuple[AuditHook, ...] = (),
+        progress: Reporter | None = None,
     ) -> None:
         self.spec = spec
+        # Every slow background step (isolate build, embeddings) reports here; a tool call that waits
+        # for one subscribes an McpReporter for the time it waits (``self.progress.subscribed(...)``).
+        self.progress = ProgressHub(*([progress] if progress is not None else []))
         self.settings = settings or ServerSettings()
         env = dict(os.environ) if env is None else env
         self.credentials = Credentials.from_env(spec.security_schemes, env, prefix=self.settings.env_prefix)
         self.scrubber = Scrubber([*self.credentials.secrets(), *self.settings.upstream.headers.values()])
-        self.sandbox = sandbox or WasmSandbox(limits=self.settings.execute.limits)
+        self.sandbox = sandbox or WasmSandbox(limits=self.settings.execute.limits, progress=self.progress)
         self._upstream = upstream
         self._audit_hooks = audit_hooks
         self._index: SearchIndex | None = None

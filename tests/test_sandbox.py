@@ -348,9 +348,9 @@ def _forbid_rebuild(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     real_compile = _build._compile
 
-    def counting_compile(engine: Any, wasm: Path, cwasm: Path) -> None:
+    def counting_compile(engine: Any, wasm: Path, cwasm: Path, progress: Any = None) -> None:
         compiled.append(cwasm.name)
-        real_compile(engine, wasm, cwasm)
+        real_compile(engine, wasm, cwasm, progress)
 
     monkeypatch.setattr(_build, "_componentize", no_componentize)
     monkeypatch.setattr(_build, "_compile", counting_compile)
@@ -360,9 +360,10 @@ def _forbid_rebuild(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_cache_is_reused(sandbox: WasmSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = _copy_cache(sandbox, tmp_path / "cache")
     compiled = _forbid_rebuild(monkeypatch)
-    box = WasmSandbox(cache_dir=cache)
+    steps: list[tuple[str, str]] = []
+    box = WasmSandbox(cache_dir=cache, progress=_Steps(steps))
     box.prepare()
-    assert compiled == []
+    assert compiled == [] and steps == []  # a cached isolate reports nothing
     assert run(box, "result = 5").result == 5
 
 
@@ -378,7 +379,19 @@ def test_corrupt_cache_is_recovered(
     elif how == "missing_checksum":
         cwasm.with_suffix(".sha256").unlink()
     compiled = _forbid_rebuild(monkeypatch)
-    box = WasmSandbox(cache_dir=cache)
+    steps: list[tuple[str, str]] = []
+    box = WasmSandbox(cache_dir=cache, progress=_Steps(steps))
     box.prepare()
     assert compiled == [cwasm.name]
+    assert steps[0] == (_build.COMPILE_STEP, "start") and steps[-1] == (_build.COMPILE_STEP, "done")
     assert run(box, "result = 6").result == 6
+
+
+class _Steps:
+    """Records (step, kind) of the isolate's progress events."""
+
+    def __init__(self, into: list[tuple[str, str]]) -> None:
+        self.into = into
+
+    def emit(self, event: Any) -> None:
+        self.into.append((event.step, event.kind))

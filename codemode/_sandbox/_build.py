@@ -36,8 +36,11 @@ from wasmtime.component import Component
 
 from .._errors import SandboxError
 from .._paths import default_cache_dir
+from .._progress import Reporter, step
 
 __all__ = [
+    "BUILD_STEP",
+    "COMPILE_STEP",
     "ENGINE_CONFIG_KEY",
     "component_key",
     "default_cache_dir",
@@ -146,8 +149,12 @@ def _componentize(out: Path) -> None:
         _atomic_write(out, (Path(tmp) / "out.wasm").read_bytes())
 
 
-def ensure_wasm(cache_dir: Path | None = None) -> Path:
-    """The component file for the current guest sources, built if missing."""
+BUILD_STEP = "building the isolate (componentize-py, once per install)"
+COMPILE_STEP = "compiling the isolate to machine code (once per install)"
+
+
+def ensure_wasm(cache_dir: Path | None = None, progress: Reporter | None = None) -> Path:
+    """The component file for the current guest sources, built if missing (reported to ``progress``)."""
     cache_dir = cache_dir or default_cache_dir()
     key = component_key()
     path = cache_dir / f"isolate-{key[:32]}.wasm"
@@ -158,16 +165,18 @@ def ensure_wasm(cache_dir: Path | None = None) -> Path:
             return path
         start = time.perf_counter()
         logger.info("building the isolate component with componentize-py -> %s", path)
-        _componentize(path)
+        with step(progress, BUILD_STEP):
+            _componentize(path)
         logger.info("built %s (%.1f MB) in %.1f s", path.name, path.stat().st_size / 1e6, time.perf_counter() - start)
     return path
 
 
-def _compile(engine: wasmtime.Engine, wasm: Path, cwasm: Path) -> None:
+def _compile(engine: wasmtime.Engine, wasm: Path, cwasm: Path, progress: Reporter | None = None) -> None:
     start = time.perf_counter()
     logger.info("compiling %s to machine code -> %s", wasm.name, cwasm)
-    component = Component.from_file(engine, str(wasm))
-    data = bytes(component.serialize())
+    with step(progress, COMPILE_STEP):
+        component = Component.from_file(engine, str(wasm))
+        data = bytes(component.serialize())
     _atomic_write(cwasm.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
     _atomic_write(cwasm, data)
     logger.info("compiled %s (%.1f MB) in %.1f s", cwasm.name, len(data) / 1e6, time.perf_counter() - start)
@@ -184,32 +193,39 @@ def _cwasm_valid(cwasm: Path) -> bool:
     return sidecar.read_text().strip() == _file_sha256(cwasm)
 
 
-def ensure_component(cache_dir: Path | None = None, engine: wasmtime.Engine | None = None) -> Path:
-    """Build (if needed) and compile (if needed) the isolate; return the ``.cwasm`` path."""
+def ensure_component(
+    cache_dir: Path | None = None, engine: wasmtime.Engine | None = None, progress: Reporter | None = None
+) -> Path:
+    """Build (if needed) and compile (if needed) the isolate; return the ``.cwasm`` path.
+
+    Each slow step (build, compile) is reported to ``progress``; a cached isolate reports nothing.
+    """
     cache_dir = cache_dir or default_cache_dir()
     cwasm = _cwasm_path(cache_dir)
     if _cwasm_valid(cwasm):
         return cwasm
-    wasm = ensure_wasm(cache_dir)
+    wasm = ensure_wasm(cache_dir, progress)
     with _locked(cache_dir, "compile"):
         if not _cwasm_valid(cwasm):
             if cwasm.exists():
                 logger.warning("cached %s does not match its checksum; recompiling", cwasm.name)
-            _compile(engine or make_engine(), wasm, cwasm)
+            _compile(engine or make_engine(), wasm, cwasm, progress)
     return cwasm
 
 
-def load_component(engine: wasmtime.Engine, cache_dir: Path | None = None) -> Component:
+def load_component(
+    engine: wasmtime.Engine, cache_dir: Path | None = None, progress: Reporter | None = None
+) -> Component:
     """Load the compiled isolate into ``engine`` (made by :func:`make_engine`), recovering a bad cache."""
     cache_dir = cache_dir or default_cache_dir()
-    cwasm = ensure_component(cache_dir, engine)
+    cwasm = ensure_component(cache_dir, engine, progress)
     start = time.perf_counter()
     try:
         component = Component.deserialize_file(engine, str(cwasm))
     except wasmtime.WasmtimeError as exc:
         logger.warning("could not load %s (%s); recompiling", cwasm.name, str(exc).splitlines()[0])
         with _locked(cache_dir, "compile"):
-            _compile(engine, ensure_wasm(cache_dir), cwasm)
+            _compile(engine, ensure_wasm(cache_dir, progress), cwasm, progress)
         component = Component.deserialize_file(engine, str(cwasm))
     logger.info("loaded %s in %.1f ms", cwasm.name, (time.perf_counter() - start) * 1e3)
     return component

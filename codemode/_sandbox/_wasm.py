@@ -27,6 +27,7 @@ import wasmtime
 from wasmtime.component import Component, Linker, Variant
 
 from .._errors import SandboxError
+from .._progress import Reporter
 from ._build import load_component, make_engine
 from ._protocol import (
     CHANNELS,
@@ -76,9 +77,12 @@ class _State(threading.local):
 class WasmSandbox:
     """Runs code in a fresh wasm isolate per call. Thread-safe."""
 
-    def __init__(self, cache_dir: Path | None = None, limits: SandboxLimits | None = None) -> None:
+    def __init__(
+        self, cache_dir: Path | None = None, limits: SandboxLimits | None = None, progress: Reporter | None = None
+    ) -> None:
         self.cache_dir = cache_dir
         self.limits = limits or SandboxLimits()
+        self.progress = progress  # where a first-time build/compile of the isolate reports its progress
         self._lock = threading.Lock()
         self._ready = False
         self._state = _State()
@@ -97,7 +101,7 @@ class WasmSandbox:
                 return
             start = time.perf_counter()
             engine = make_engine()
-            component = load_component(engine, self.cache_dir)
+            component = load_component(engine, self.cache_dir, self.progress)
             linker = Linker(engine)
             linker.add_wasip2()
             with linker.root() as root, root.add_instance(HOST_INTERFACE) as host:
