@@ -21,6 +21,7 @@ setup-test: setup
 	@bash scripts/setup-upstreams.sh
 	@bash scripts/setup-node.sh
 	@bash scripts/setup-postgres.sh
+	@bash scripts/setup-browser.sh
 
 lint:
 	.venv/bin/ruff check codemode tests bench

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+from browser import chromium
 from postgres import PostgresCluster, postgres_cluster
 from upstreams import RunningServer, httpbin_server, kinto_server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +58,25 @@ def postgres_db_url(postgres: PostgresCluster) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres.dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Headless Debian Chromium through Playwright's sync API (skips when not installed).
+
+    Per test on purpose: while Playwright's sync API is open it marks its own event loop as the
+    thread's running loop, which breaks every ``async def`` test run meanwhile. Async tests use
+    ``browser.async_chromium()`` instead.
+    """
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page in a fresh browser context (own cookies and storage), closed after the test."""
+    context = browser.new_context()
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
