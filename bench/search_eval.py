@@ -2,6 +2,9 @@
 
 ``--ranker bm25|embed|hybrid|all`` (default ``all`` when the optional embedding
 model is installed, else ``bm25``); ``-v`` prints the misses of each ranker.
+``--queries FILE`` reads another labelled set (e.g. bench/search_heldout.yaml, the
+untuned held-out set); ``--check`` only verifies that every label names an
+operation of its spec, without running any ranker.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from codemode._embed import default_embedder
 from codemode._search import Hit, SearchIndex
 
 SHARED = ROOT.parent / "shared" / "specs"
+TUNING_QUERIES = ROOT / "bench" / "search_queries.yaml"
+HELDOUT_QUERIES = ROOT / "bench" / "search_heldout.yaml"
 
 
 def _embed_only(index: SearchIndex, query: str, limit: int) -> list[Hit]:
@@ -29,8 +34,22 @@ def _embed_only(index: SearchIndex, query: str, limit: int) -> list[Hit]:
     return [Hit(index._ops[i], float(sims[i])) for i in top]
 
 
-def evaluate(ranker: str = "bm25", verbose: bool = False) -> list[dict[str, object]]:
-    data = yaml.safe_load((ROOT / "bench" / "search_queries.yaml").read_text())
+def check_labels(queries: Path = TUNING_QUERIES) -> list[str]:
+    """Labels in *queries* that name no operation of their spec (same resolution as evaluate)."""
+    data = yaml.safe_load(queries.read_text())
+    problems = []
+    for key, entry in data["specs"].items():
+        known = {op.label for op in load_spec(str(SHARED / entry["file"])).operations}
+        for q in entry["queries"]:
+            if not q.get("expect"):
+                problems.append(f"[{key}] {q['q']!r}: no expect labels")
+            unknown = [lab for lab in q.get("expect", []) if lab not in known]
+            problems += [f"[{key}] {q['q']!r}: {lab!r} is not an operation" for lab in unknown]
+    return problems
+
+
+def evaluate(ranker: str = "bm25", verbose: bool = False, queries: Path = TUNING_QUERIES) -> list[dict[str, object]]:
+    data = yaml.safe_load(queries.read_text())
     rows = []
     for key, entry in data["specs"].items():
         spec = load_spec(str(SHARED / entry["file"]))
@@ -93,7 +112,13 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--ranker", choices=["bm25", "embed", "hybrid", "all"])
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--queries", type=Path, default=TUNING_QUERIES, help="labelled query file (YAML)")
+    ap.add_argument("--check", action="store_true", help="only check that every label resolves; run no ranker")
     args = ap.parse_args()
+    if args.check:
+        bad = check_labels(args.queries)
+        print("\n".join(bad) or f"{args.queries.name}: every label resolves")
+        raise SystemExit(1 if bad else 0)
     ranker = args.ranker or ("all" if default_embedder() is not None else "bm25")
     for name in ["bm25", "embed", "hybrid"] if ranker == "all" else [ranker]:
-        print_table(name, evaluate(name, verbose=args.verbose))
+        print_table(name, evaluate(name, verbose=args.verbose, queries=args.queries))

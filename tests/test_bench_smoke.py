@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -81,3 +82,35 @@ def test_every_bench_module_imports() -> None:
             assert importlib.import_module(name) is not None
     finally:
         sys.path.remove(str(bench))
+
+
+@pytest.mark.parametrize("queries", ["search_queries.yaml", "search_heldout.yaml"])
+def test_every_search_label_names_an_operation(queries: str) -> None:
+    search_eval = importlib.import_module("search_eval")
+    assert search_eval.check_labels(BENCH / queries) == []
+
+
+def test_check_labels_reports_an_unknown_label(tmp_path: Path) -> None:
+    search_eval = importlib.import_module("search_eval")
+    bad = tmp_path / "q.yaml"
+    bad.write_text(
+        "specs:\n  petstore:\n    file: petstore3-openapi.yaml\n    queries:\n"
+        '      - q: "add a dog"\n        expect: ["POST /pet", "POST /dogs"]\n'
+        '      - q: "nothing"\n        expect: []\n'
+    )
+    problems = search_eval.check_labels(bad)
+    assert len(problems) == 2
+    assert "'POST /dogs' is not an operation" in problems[0] and "no expect labels" in problems[1]
+
+
+def test_heldout_set_shape() -> None:
+    """Issue 9: >= 120 phrasings over >= 10 specs, >= 4 of them unused by the tuning set."""
+    import yaml
+
+    held = yaml.safe_load((BENCH / "search_heldout.yaml").read_text())["specs"]
+    tuning = yaml.safe_load((BENCH / "search_queries.yaml").read_text())["specs"]
+    assert sum(len(e["queries"]) for e in held.values()) >= 120
+    assert len(held) >= 10
+    assert len({e["file"] for e in held.values()} - {e["file"] for e in tuning.values()}) >= 4
+    tuning_phrasings = {q["q"].lower() for e in tuning.values() for q in e["queries"]}
+    assert not tuning_phrasings & {q["q"].lower() for e in held.values() for q in e["queries"]}
