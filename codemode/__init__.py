@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._access import AccessHook, Caller, CredentialSource
 from ._cache import load_spec
 from ._errors import (
     CallError,
@@ -18,11 +19,14 @@ from ._errors import (
 from ._ir import ApiSpec, Body, Operation, Param, Response, SecurityScheme, SpecWarning
 
 __all__ = [
+    "AccessHook",
     "ApiSpec",
     "Body",
     "CallError",
+    "Caller",
     "CodemodeError",
     "ConfigError",
+    "CredentialSource",
     "Operation",
     "Param",
     "Response",

@@ -15,11 +15,12 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
 
+from ._access import Caller
 from ._client import bind_arguments, resolve_operation, response_warning, stand_in
 from ._errors import CallError, ConfigError, UpstreamError, UsageError
 from ._ir import ApiSpec, Operation
@@ -122,11 +123,12 @@ class Executor:
             return False
         return True
 
-    async def execute(self, code: str, *, dry_run: bool = False) -> ExecuteReport:
+    async def execute(self, code: str, *, dry_run: bool = False, caller: Caller | None = None) -> ExecuteReport:
+        """Run ``code``; with a ``caller``, every call is also checked against (and made for) that caller."""
         report = ExecuteReport(outcome=None, dry_run=dry_run)
         if not await self._checked(code, report):
             return report
-        bridge = _Bridge(self, asyncio.get_running_loop(), report, dry_run)
+        bridge = _Bridge(self, asyncio.get_running_loop(), report, dry_run, caller)
         report.outcome = await anyio.to_thread.run_sync(
             lambda: self.sandbox.run(code, bridge, inject=("api",), limits=self.settings.limits)
         )
@@ -181,8 +183,10 @@ class Executor:
 class _Bridge:
     """The bridge of one execution: every guest API call comes through :meth:`__call__` (worker thread)."""
 
-    def __init__(self, ex: Executor, loop: asyncio.AbstractEventLoop, report: ExecuteReport, dry_run: bool) -> None:
-        self.ex, self.loop, self.report, self.dry_run = ex, loop, report, dry_run
+    def __init__(
+        self, ex: Executor, loop: asyncio.AbstractEventLoop, report: ExecuteReport, dry_run: bool, caller: Caller | None
+    ) -> None:
+        self.ex, self.loop, self.report, self.dry_run, self.caller = ex, loop, report, dry_run, caller
         self.lock = threading.Lock()
         # Wall-clock budget of the whole run. The isolate's epoch deadline only ticks while guest
         # code runs, so time spent waiting on the upstream is bounded here.
@@ -194,6 +198,11 @@ class _Bridge:
         except Exception as exc:  # noqa: BLE001 - the bridge boundary: anything must become an err result
             log.error("execute bridge failed: %s", type(exc).__name__)  # type only: text may hold a value
             return _err("api_error", f"the server failed while handling this call ({type(exc).__name__})")
+
+    def scrubber(self) -> Scrubber:
+        """The server's scrubber plus the caller's own secrets (asked each time: tokens get refreshed)."""
+        creds = self.caller.credentials if self.caller is not None else None
+        return self.ex.scrubber if creds is None else self.ex.scrubber.extended(creds.secrets())
 
     def _limit(self, hit: str, message: str) -> tuple[bool, str]:
         with self.lock:
@@ -231,6 +240,8 @@ class _Bridge:
         except CallError as exc:
             return _err("unknown_operation", exc.message)
         why = ex.allowed(op)
+        if why is None and self.caller is not None:
+            why = self.caller.denial(op)
         if why is not None:
             return _err("not_allowed", why, op=op.key)
         started = time.perf_counter()
@@ -244,6 +255,7 @@ class _Bridge:
             return True, json.dumps(stand_in(ex.spec, resp.schema if resp else None))
         try:
             upstream_request = build_request(ex.spec, op, bind_arguments(op, args, kwargs), base_url=ex.base_url)
+            upstream_request = replace(upstream_request, caller=self.caller)
         except CallError as exc:
             return _err("usage", f"{exc.message} Signature: {signature(op, max_optional=None)}", op=op.key)
         except ConfigError as exc:
@@ -258,12 +270,12 @@ class _Bridge:
             return self._limit(limit, f"execution exceeded {limit} while waiting for {op.label}")
         except UpstreamError as exc:
             self._record(op, exc.code, started)
-            return _err("api_error", ex.scrubber.scrub_text(exc.message), op=op.key)
+            return _err("api_error", self.scrubber().scrub_text(exc.message), op=op.key)
         self._record(op, response.status, started)
+        body = self.scrubber().scrub_obj(response.body)
         if 200 <= response.status < 300:
-            self._check_response(op, response.body)
-            return True, json.dumps(response.body, default=str)
-        body = response.body
+            self._check_response(op, body)
+            return True, json.dumps(body, default=str)
         text = json.dumps(body, default=str) if not isinstance(body, str) else body
         if len(text) > settings.max_error_body_chars:
             body = text[: settings.max_error_body_chars] + "…[truncated]"

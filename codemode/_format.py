@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ._execute import ExecuteReport
@@ -23,8 +24,10 @@ def _one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def format_hit(op: Operation, *, compact: bool = False) -> str:
-    head = f"{op.label}\n  {signature(op, max_optional=3 if compact else 6)}"
+def format_hit(op: Operation, *, compact: bool = False, denied: str | None = None) -> str:
+    """One hit; ``denied`` (why the caller may not call it) is shown on the first line."""
+    head = op.label if denied is None else f"{op.label}  [not callable: {denied}]"
+    head += f"\n  {signature(op, max_optional=3 if compact else 6)}"
     if op.summary and not compact:
         head += f"\n  # {_one_line(op.summary, 140)}"
     if op.deprecated:
@@ -32,7 +35,15 @@ def format_hit(op: Operation, *, compact: bool = False) -> str:
     return head
 
 
-def format_hits(spec: ApiSpec, query: str, hits: list[Operation], *, budget_tokens: int, suggestions: list[str]) -> str:
+def format_hits(
+    spec: ApiSpec,
+    query: str,
+    hits: list[Operation],
+    *,
+    budget_tokens: int,
+    suggestions: list[str],
+    denial: Callable[[Operation], str | None] | None = None,
+) -> str:
     if not hits:
         tip = f" Try: {', '.join(suggestions)}." if suggestions else ""
         return (
@@ -42,7 +53,7 @@ def format_hits(spec: ApiSpec, query: str, hits: list[Operation], *, budget_toke
     parts: list[str] = []
     shown = 0
     for i, op in enumerate(hits):
-        block = format_hit(op, compact=i >= 5)
+        block = format_hit(op, compact=i >= 5, denied=denial(op) if denial is not None else None)
         if parts and approx_tokens("\n".join(parts) + block) + 40 > budget_tokens:
             break
         parts.append(block)

@@ -81,6 +81,16 @@ class Scrubber:
         self._short = frozenset(short)
         self._pattern = pattern
 
+    def extended(self, secrets: Iterable[str]) -> Scrubber:
+        """This scrubber plus ``secrets`` (e.g. one caller's own credentials); ``self`` if none are new."""
+        extra = [s for s in secrets if s and s not in self._long and s not in self._short]
+        if not extra:
+            return self
+        combined = Scrubber()
+        combined._long, combined._short, combined._pattern = self._long, self._short, self._pattern
+        combined.add(*extra)
+        return combined
+
     def scrub_text(self, text: str) -> str:
         if text in self._short:
             return REDACTED

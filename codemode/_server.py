@@ -14,6 +14,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, EmptyResult, SetLevelRequestParams, TextContent, ToolAnnotations
 from pydantic import Field
 
+from ._access import AccessHook, Caller
 from ._client import resolve_operation
 from ._credentials import Credentials
 from ._errors import CallError, ConfigError
@@ -78,11 +79,14 @@ class CodemodeServer:
         env: dict[str, str] | None = None,
         audit_hooks: tuple[AuditHook, ...] = (),
         progress: Reporter | None = None,
+        access: AccessHook | None = None,
     ) -> None:
+        """``access`` identifies the caller of each MCP request (see :mod:`codemode._access`)."""
         self.spec = spec
         # Every slow background step (isolate build, embeddings) reports here; a tool call that waits
         # for one subscribes an McpReporter for the time it waits (``self.progress.subscribed(...)``).
         self.progress = ProgressHub(*([progress] if progress is not None else []))
+        self._access = access
         self.settings = settings or ServerSettings()
         env = dict(os.environ) if env is None else env
         self.credentials = Credentials.from_env(spec.security_schemes, env, prefix=self.settings.env_prefix)
@@ -161,6 +165,10 @@ class CodemodeServer:
                 if owned is not None:
                     await owned.aclose()
 
+    def caller(self) -> Caller | None:
+        """The authenticated caller of the current MCP request, if the host identifies one."""
+        return self._access() if self._access is not None else None
+
     def executor(self) -> Executor:
         if self._executor is None:
             raise ConfigError("the server is not running (no lifespan)", code="config.not_running")
@@ -209,12 +217,13 @@ class CodemodeServer:
         limit: Annotated[int | None, Field(ge=1, le=50)] = None,
     ) -> CallToolResult:
         cfg = self.settings.search
+        caller = self.caller()
         if code:
             report = await self.executor().run_search_code(code)
             text, is_error = format_execute(report, max_chars=self.settings.execute.max_response_chars)
             return _result(text, is_error)
         if detail:
-            return self._detail(detail.strip())
+            return self._detail(detail.strip(), caller)
         n = min(limit or cfg.default_limit, cfg.max_limit)
         hits = self.index.search(query, tag=tag, method=method, path_prefix=path_prefix, limit=n)
         suggestions = [] if hits else self.index.suggest(query)
@@ -224,10 +233,11 @@ class CodemodeServer:
             [h.operation for h in hits],
             budget_tokens=cfg.max_response_tokens,
             suggestions=suggestions,
+            denial=caller.denial if caller is not None else None,
         )
         return _result(text, False)
 
-    def _detail(self, target: str) -> CallToolResult:
+    def _detail(self, target: str, caller: Caller | None) -> CallToolResult:
         budget = self.settings.search.detail_tokens * 4
         if target.startswith("schema:"):
             name = target.removeprefix("schema:").strip()
@@ -238,14 +248,18 @@ class CodemodeServer:
             op = resolve_operation(self.spec, target.removeprefix("api."), by_target=True)
         except CallError as exc:
             return _result(exc.message, True)
-        return _result(describe_operation(self.spec, op, budget_chars=budget), False)
+        text = describe_operation(self.spec, op, budget_chars=budget)
+        why = caller.denial(op) if caller is not None else None
+        if why is not None:
+            text = f"[not callable with your access: {why}]\n{text}"
+        return _result(text, False)
 
     async def execute(
         self,
         code: Annotated[str, Field(description="Python to run; use `api`, print(), and `result`")],
         dry_run: Annotated[bool, Field(description="stand-in responses, no upstream calls")] = False,
     ) -> CallToolResult:
-        report = await self.executor().execute(code, dry_run=dry_run)
+        report = await self.executor().execute(code, dry_run=dry_run, caller=self.caller())
         text, is_error = format_execute(report, max_chars=self.settings.execute.max_response_chars)
         return _result(text, is_error)
 

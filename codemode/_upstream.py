@@ -45,6 +45,7 @@ from codemode._upstream_types import (
 )
 
 if TYPE_CHECKING:
+    from codemode._access import CredentialSource
     from codemode._credentials import Credentials
 
 __all__ = [
@@ -138,10 +139,15 @@ class HttpxUpstream:
         status: int | None = None
         error: str | None = None
         audit_url = self._audit_url(request)
+        caller = request.caller
+        # A caller's own credentials replace the server's shared ones, never add to them.
+        credentials: CredentialSource | None = (
+            caller.credentials if caller is not None and caller.credentials is not None else self._credentials
+        )
         try:
             original = request
-            if self._credentials is not None:
-                request = await self._credentials.apply(request)
+            if credentials is not None:
+                request = await credentials.apply(request)
             outgoing = self._build(request, method)
             audit_url = self._audit_url(request, outgoing.url)
             refreshed = False
@@ -159,13 +165,13 @@ class HttpxUpstream:
                 if (
                     response.status_code == 401
                     and not refreshed
-                    and self._credentials is not None
-                    and self._credentials.invalidate_tokens(original)
+                    and credentials is not None
+                    and credentials.invalidate_tokens(original)
                 ):
                     # A fetched OAuth token was refused: fetch a new one and try once more.
                     refreshed = True
                     await response.aclose()
-                    request = await self._credentials.apply(original)
+                    request = await credentials.apply(original)
                     outgoing = self._build(request, method)
                     continue
                 try:
@@ -209,6 +215,8 @@ class HttpxUpstream:
                     elapsed_ms=(time.perf_counter() - started) * 1000,
                     attempts=attempts,
                     error=error,
+                    subject=caller.subject if caller is not None else None,
+                    client_id=caller.client_id if caller is not None else None,
                 )
             )
 

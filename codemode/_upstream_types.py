@@ -9,12 +9,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import httpx
 import pydantic
 
 from codemode._errors import ConfigError
+
+if TYPE_CHECKING:
+    from codemode._access import Caller
 
 __all__ = [
     "NO_BODY",
@@ -104,6 +107,7 @@ class UpstreamRequest:
     files: dict[str, Any] | None = None
     content: bytes | None = None
     security: tuple[tuple[str, ...], ...] = ()
+    caller: Caller | None = None  # who the call is made for: their credentials, their audit rows
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,10 @@ class UpstreamResponse:
 
 @dataclass(frozen=True)
 class AuditEvent:
-    """What happened to one :meth:`Upstream.send`. ``url`` has query names, no values."""
+    """What happened to one :meth:`Upstream.send`. ``url`` has query names, no values.
+
+    ``subject`` and ``client_id`` name the :class:`~codemode._access.Caller` the call was
+    made for (``None`` on a server without authentication)."""
 
     operation: str
     method: str
@@ -129,6 +136,8 @@ class AuditEvent:
     elapsed_ms: float
     attempts: int
     error: str | None
+    subject: str | None = None
+    client_id: str | None = None
 
 
 AuditHook = Callable[[AuditEvent], None]

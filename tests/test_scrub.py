@@ -106,3 +106,11 @@ def test_lower_case_percent_encodings_are_scrubbed() -> None:
 
     scrubber = Scrubber(["ab+cd/ef-secret"])
     assert "secret" not in scrubber.scrub_text("q=ab%2bcd%2fef-secret and ab%2Bcd%2Fef-secret")
+
+
+def test_extended_adds_secrets_without_changing_the_original() -> None:
+    base = Scrubber(["server-secret-1"])
+    assert base.extended([]) is base and base.extended(["server-secret-1"]) is base
+    both = base.extended(["user-secret-2"])
+    assert both.scrub_text("server-secret-1 user-secret-2") == "[REDACTED] [REDACTED]"
+    assert base.scrub_text("user-secret-2") == "user-secret-2"
