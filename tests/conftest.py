@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from browser import chromium
+from idp import OAuthProvider, oauth_provider
 from postgres import PostgresCluster, postgres_cluster
 from upstreams import RunningServer, httpbin_server, kinto_server
 
@@ -27,6 +28,16 @@ def kinto() -> Iterator[RunningServer]:
     """A real Kinto (``base_url`` ends in ``/v1``) with an ``admin`` basic-auth account."""
     with kinto_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def idp() -> Iterator[OAuthProvider]:
+    """The test OAuth 2.0 + OpenID Connect provider on 127.0.0.1, users ``alice`` and ``bob``.
+
+    Shared by the session: register a client per test (``idp.register_client([callback])``).
+    """
+    with oauth_provider(users=("alice", "bob")) as provider:
+        yield provider
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ __all__ = [
     "free_port",
     "httpbin_server",
     "kinto_server",
+    "serve_subprocess",
     "upstreams_bin",
 ]
 
@@ -73,7 +74,9 @@ def _tail(log: IO[bytes], lines: int = 25) -> str:
 
 
 @contextlib.contextmanager
-def _serve(name: str, argv: Sequence[str | Path], ready_url: str, *, cwd: Path | None = None) -> Iterator[None]:
+def serve_subprocess(
+    name: str, argv: Sequence[str | Path], ready_url: str, *, cwd: Path | None = None
+) -> Iterator[None]:
     """Run ``argv`` until the block ends; wait for ``ready_url`` to answer 2xx first."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PYTHONPATH", None)
@@ -145,7 +148,7 @@ def httpbin_server() -> Iterator[RunningServer]:
         "warning",
         "httpbin:app",
     ]
-    with _serve("httpbin", argv, f"{base}/get"):
+    with serve_subprocess("httpbin", argv, f"{base}/get"):
         yield RunningServer(base, ServerInfo(spec_url=f"{base}/spec.json", root_url=base))
 
 
@@ -172,7 +175,7 @@ def kinto_server() -> Iterator[RunningServer]:
             raise RuntimeError(f"kinto init failed ({init.returncode}):\n{init.stderr[-2000:]}")
         _enable_accounts(ini)
         argv: list[str | Path] = [kinto, "start", "--ini", ini, "--port", str(port)]
-        with _serve("kinto", argv, f"{base}/__heartbeat__", cwd=Path(tmp)):
+        with serve_subprocess("kinto", argv, f"{base}/__heartbeat__", cwd=Path(tmp)):
             password = secrets.token_urlsafe(16)
             with httpx.Client(timeout=10.0, trust_env=False) as client:
                 created = client.put(f"{base}/accounts/admin", json={"data": {"password": password}})
