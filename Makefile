@@ -31,7 +31,7 @@ typecheck:
 	.venv/bin/mypy
 
 test: setup-test lint typecheck
-	$(PY) -m pytest -q -p no:cacheprovider
+	CODEMODE_REQUIRE_ALL=1 $(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup
 	$(PY) bench/run.py
