@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from ._errors import SpecError
-from ._ir import ApiSpec, Body, Operation, Param, Response, SecurityScheme, SpecWarning
+from ._ir import ApiSpec, Body, OAuthFlow, Operation, Param, Response, SecurityScheme, SpecWarning
 from ._loader import DocumentStore
 from ._naming import NameRequest, assign_names, param_py_names
 from ._schemas import SchemaCollector
@@ -39,6 +39,11 @@ COLLECTION_FORMATS: dict[str, tuple[str, bool]] = {
     "csv": ("form", False), "multi": ("form", True), "pipes": ("pipeDelimited", False),
     "ssv": ("spaceDelimited", False), "tsv": ("tabDelimited", False),
 }  # fmt: skip
+# Swagger 2.0 oauth2 `flow` -> OpenAPI 3 flow name.
+SWAGGER_FLOWS = {
+    "accessCode": "authorizationCode", "application": "clientCredentials",
+    "implicit": "implicit", "password": "password",
+}  # fmt: skip
 _JSONISH = re.compile(r"^application/([\w.+-]*\+)?json", re.I)
 _SERVER_VAR = re.compile(r"\{([^}]+)\}")
 
@@ -49,6 +54,10 @@ def _esc(part: str) -> str:
 
 def _text(value: Any, limit: int = 2000) -> str:
     return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+def _url(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 @dataclass
@@ -65,6 +74,7 @@ class _Draft:
     body_location: str
     responses: tuple[Response, ...]
     security: tuple[tuple[str, ...], ...]
+    security_scopes: tuple[tuple[str, ...], ...]
     servers: tuple[str, ...]
     deprecated: bool
     pointer: str
@@ -134,34 +144,66 @@ class _Builder:
             if not isinstance(node, dict):
                 continue
             kind = str(node.get("type", ""))
-            token_url: str | None = None
-            scopes: tuple[str, ...] = ()
             if kind == "basic":  # Swagger 2.0
                 out[name] = SecurityScheme(name, "http", scheme="basic")
                 continue
-            if kind == "oauth2":
-                flows = node.get("flows") or {}
-                cc = flows.get("clientCredentials") or {}
-                if self.swagger and node.get("flow") == "application":
-                    cc = node
-                token_url = cc.get("tokenUrl")
-                scopes = tuple((cc.get("scopes") or {}).keys())
+            flows = self.oauth_flows(node) if kind == "oauth2" else ()
+            cc = next((f for f in flows if f.kind == "clientCredentials"), None)
+            oidc = node.get("openIdConnectUrl")
             out[name] = SecurityScheme(
                 name=name,
                 type=kind,
                 scheme=str(node["scheme"]).lower() if node.get("scheme") else None,
                 location=node.get("in"),
                 param_name=node.get("name"),
-                token_url=token_url,
-                scopes=scopes,
+                token_url=cc.token_url if cc else None,
+                scopes=tuple(s for s, _ in cc.scopes) if cc else (),
+                flows=flows,
+                openid_connect_url=oidc if isinstance(oidc, str) else None,
             )
         return out
+
+    def oauth_flows(self, node: dict[str, Any]) -> tuple[OAuthFlow, ...]:
+        """OpenAPI 3 ``flows``, or the one Swagger 2.0 ``flow`` (accessCode, application, …) mapped onto them."""
+        if self.swagger:
+            kind = SWAGGER_FLOWS.get(str(node.get("flow")))
+            raw: dict[str, Any] = {kind: node} if kind else {}
+        else:
+            flows = node.get("flows")
+            raw = flows if isinstance(flows, dict) else {}
+        out: list[OAuthFlow] = []
+        for kind, flow in raw.items():
+            if not isinstance(flow, dict):
+                continue
+            declared = flow.get("scopes")
+            scopes: dict[str, Any] = declared if isinstance(declared, dict) else {}
+            out.append(
+                OAuthFlow(
+                    kind=str(kind),
+                    authorization_url=_url(flow.get("authorizationUrl")),
+                    token_url=_url(flow.get("tokenUrl")),
+                    refresh_url=_url(flow.get("refreshUrl")),
+                    scopes=tuple((str(s), _text(d, 200)) for s, d in scopes.items()),
+                )
+            )
+        return tuple(out)
 
     @staticmethod
     def security(node: Any) -> tuple[tuple[str, ...], ...] | None:
         if not isinstance(node, list):
             return None
         return tuple(tuple(req.keys()) for req in node if isinstance(req, dict))
+
+    @staticmethod
+    def security_scopes(node: Any) -> tuple[tuple[str, ...], ...] | None:
+        """For each alternative of a security requirement list, the scopes it names (parallel to ``security``)."""
+        if not isinstance(node, list):
+            return None
+        return tuple(
+            tuple(dict.fromkeys(str(s) for v in req.values() if isinstance(v, list) for s in v))
+            for req in node
+            if isinstance(req, dict)
+        )
 
     # -- parameters ----------------------------------------------------------------------
     def param_schema(self, p: dict[str, Any], uri: str, where: str) -> dict[str, Any]:
@@ -357,6 +399,10 @@ class _Builder:
             body_location=body_location,
             responses=self.responses(op.get("responses"), uri, f"{where}/responses", produces),
             security=security if security is not None else global_security,
+            security_scopes=self.security_scopes(
+                op.get("security") if security is not None else self.root.get("security")
+            )
+            or (),
             servers=op_servers,
             deprecated=bool(op.get("deprecated")),
             pointer=where,
@@ -494,6 +540,7 @@ class _Builder:
             body=d.body,
             responses=d.responses,
             security=d.security,
+            security_scopes=d.security_scopes,
             servers=d.servers,
             deprecated=d.deprecated,
             pointer=d.pointer,

@@ -16,6 +16,7 @@ __all__ = [
     "SCHEMA_REF_PREFIX",
     "ApiSpec",
     "Body",
+    "OAuthFlow",
     "Operation",
     "Param",
     "ParamLocation",
@@ -88,6 +89,8 @@ class Operation:
     servers: tuple[str, ...]  # operation- or path-level servers, overriding the spec's
     deprecated: bool
     pointer: str  # JSON pointer of the operation in the source spec
+    # For each alternative of ``security``, the scopes it requires (of any of its schemes), in order.
+    security_scopes: tuple[tuple[str, ...], ...] = ()
 
     @property
     def label(self) -> str:
@@ -118,6 +121,17 @@ class Operation:
 
 
 @dataclass(frozen=True, slots=True)
+class OAuthFlow:
+    """One OAuth 2 flow of a security scheme, as the spec declares it (Swagger 2.0 flows mapped)."""
+
+    kind: str  # authorizationCode | clientCredentials | implicit | password
+    authorization_url: str | None
+    token_url: str | None
+    refresh_url: str | None
+    scopes: tuple[tuple[str, str], ...]  # (scope, description)
+
+
+@dataclass(frozen=True, slots=True)
 class SecurityScheme:
     name: str
     type: str  # apiKey | http | oauth2 | openIdConnect | mutualTLS
@@ -125,7 +139,12 @@ class SecurityScheme:
     location: str | None = None  # apiKey: header | query | cookie
     param_name: str | None = None  # apiKey: header/query/cookie name
     token_url: str | None = None  # oauth2 client credentials
-    scopes: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()  # oauth2 client credentials: the scopes to ask for
+    flows: tuple[OAuthFlow, ...] = ()  # oauth2: every declared flow
+    openid_connect_url: str | None = None  # openIdConnect: the discovery document
+
+    def flow(self, kind: str) -> OAuthFlow | None:
+        return next((f for f in self.flows if f.kind == kind), None)
 
 
 @dataclass(slots=True)

@@ -236,3 +236,65 @@ async def test_reference_cycles_load_render_and_run(tmp_path: Path) -> None:
     report = await ex.execute(f"result = api.{op.key}(body={{}})", dry_run=True)
     assert report.outcome is not None and report.outcome.error is None, report.outcome
     assert report.outcome.result == {"children": []}
+
+
+def test_oauth_flows_and_scopes_per_operation_are_kept(tmp_path: Path) -> None:
+    """The portal derives per-user linking (authorizationCode URLs) and finer scopes from these."""
+    v3 = {
+        "openapi": "3.0.3",
+        "info": {"title": "t", "version": "1"},
+        "security": [{"oa": ["read"]}],
+        "components": {
+            "securitySchemes": {
+                "oa": {
+                    "type": "oauth2",
+                    "flows": {
+                        "authorizationCode": {
+                            "authorizationUrl": "https://id.example/authorize",
+                            "tokenUrl": "https://id.example/token",
+                            "refreshUrl": "https://id.example/refresh",
+                            "scopes": {"read": "read things", "write": "change things"},
+                        },
+                        "clientCredentials": {"tokenUrl": "https://id.example/cc", "scopes": {"admin": "all"}},
+                    },
+                },
+                "key": {"type": "apiKey", "in": "header", "name": "X-Key"},
+                "oidc": {"type": "openIdConnect", "openIdConnectUrl": "https://id.example/.well-known/openid-configuration"},
+            }
+        },
+        "paths": {
+            "/a": {"get": {"responses": {"200": {"description": "ok"}}}},
+            "/b": {"post": {"security": [{"oa": ["write", "read"], "key": []}, {"key": []}],
+                            "responses": {"200": {"description": "ok"}}}},
+        },
+    }
+    path = tmp_path / "v3.json"
+    path.write_text(json.dumps(v3))
+    spec = load_spec(str(path), use_cache=False)
+    oa = spec.security_schemes["oa"]
+    code = oa.flow("authorizationCode")
+    assert code is not None and code.authorization_url == "https://id.example/authorize"
+    assert code.token_url == "https://id.example/token" and code.refresh_url == "https://id.example/refresh"
+    assert code.scopes == (("read", "read things"), ("write", "change things"))
+    assert oa.token_url == "https://id.example/cc" and oa.scopes == ("admin",)  # client credentials, as before
+    assert spec.security_schemes["oidc"].openid_connect_url == "https://id.example/.well-known/openid-configuration"
+    by_path = {op.path: op for op in spec.operations}
+    assert by_path["/a"].security == (("oa",),) and by_path["/a"].security_scopes == (("read",),)
+    assert by_path["/b"].security == (("oa", "key"), ("key",))
+    assert by_path["/b"].security_scopes == (("write", "read"), ())
+
+    v2 = {
+        "swagger": "2.0",
+        "info": {"title": "t", "version": "1"},
+        "securityDefinitions": {
+            "code": {"type": "oauth2", "flow": "accessCode", "authorizationUrl": "https://x.example/a",
+                     "tokenUrl": "https://x.example/t", "scopes": {"repo": "repositories"}},
+        },
+        "paths": {"/r": {"get": {"security": [{"code": ["repo"]}], "responses": {"200": {"description": "ok"}}}}},
+    }
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(v2))
+    spec = load_spec(str(path), use_cache=False)
+    flow = spec.security_schemes["code"].flow("authorizationCode")
+    assert flow is not None and flow.authorization_url == "https://x.example/a" and flow.scopes[0][0] == "repo"
+    assert spec.operations[0].security_scopes == (("repo",),)
