@@ -108,6 +108,131 @@ def test_naming_policy() -> None:
     assert all(len(f"{g}.{n}") <= 64 for g, n in names)
 
 
+@pytest.mark.parametrize(
+    ("requests", "expected"),
+    [
+        # xkcd: no operationIds, format suffixes and numbers in the only segment
+        (
+            [NameRequest("get", "/info.0.json", None, []), NameRequest("get", "/{comicId}/info.0.json", None, [])],
+            [("info", "list"), ("info", "list_by_comic_id")],
+        ),
+        # Bitbucket: a version without a "v" is not a group
+        (
+            [
+                NameRequest(
+                    "post",
+                    "/2.0/repositories/{workspace}/{repo_slug}/pullrequests/{pull_request_id}/merge",
+                    "mergePullRequest",
+                    ["2.0"],
+                )
+            ],
+            [("repositories", "merge_pull_request")],
+        ),
+        # Twilio: tags lead with the API version
+        (
+            [
+                NameRequest(
+                    "get",
+                    "/2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers/{ResourceSid}/AssignedAddOns/"
+                    "{AssignedAddOnSid}/Extensions/{Sid}.json",
+                    "FetchIncomingPhoneNumberAssignedAddOnExtension",
+                    ["Api20100401AssignedAddOn"],
+                ),
+                NameRequest(
+                    "get",
+                    "/2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers/{ResourceSid}/AssignedAddOns/"
+                    "{AssignedAddOnSid}.json",
+                    "FetchIncomingPhoneNumberAssignedAddOn",
+                    ["Api20100401AssignedAddOn"],
+                ),
+            ],
+            [
+                ("assigned_add_on", "fetch_incoming_phone_number_extension"),
+                ("assigned_add_on", "fetch_incoming_phone_number_assigned_add_on"),
+            ],
+        ),
+        # Stripe: long operationIds keep the words that set siblings apart
+        (
+            [
+                NameRequest(
+                    "delete",
+                    "/v1/customers/{customer}/subscriptions/{subscription_exposed_id}",
+                    "DeleteCustomersCustomerSubscriptionsSubscriptionExposedId",
+                    [],
+                ),
+                NameRequest(
+                    "delete",
+                    "/v1/customers/{customer}/subscriptions/{subscription_exposed_id}/discount",
+                    "DeleteCustomersCustomerSubscriptionsSubscriptionExposedIdDiscount",
+                    [],
+                ),
+            ],
+            [
+                ("customers", "delete_customer_subscriptions_subscription_exposed_id"),
+                ("customers", "delete_customer_subscription_exposed_id_discount"),
+            ],
+        ),
+        # Kubernetes: a shortened name never takes the name of an operation that fits as it is
+        (
+            [
+                NameRequest(
+                    "delete",
+                    "/apis/a.k8s.io/v1/mutatingadmissionpolicies",
+                    "deleteAdmissionregistrationV1CollectionMutatingAdmissionPolicy",
+                    ["admissionregistration_v1"],
+                ),
+                NameRequest(
+                    "delete",
+                    "/apis/a.k8s.io/v1/mutatingadmissionpolicies/{name}",
+                    "deleteAdmissionregistrationV1MutatingAdmissionPolicy",
+                    ["admissionregistration_v1"],
+                ),
+            ],
+            [
+                ("admissionregistration_v1", "delete_collection_mutating_policy"),
+                ("admissionregistration_v1", "delete_mutating_admission_policy"),
+            ],
+        ),
+        # Box: long tags keep the words that set them apart
+        (
+            [
+                NameRequest(
+                    "get",
+                    "/shield_information_barrier_segments/{id}",
+                    "get_shield_information_barrier_segments_id",
+                    ["Shield information barrier segments"],
+                ),
+                NameRequest(
+                    "get",
+                    "/shield_information_barrier_segment_members/{id}",
+                    "get_shield_information_barrier_segment_members_id",
+                    ["Shield information barrier segment members"],
+                ),
+            ],
+            [("shield_barrier_segments", "get_id"), ("shield_barrier_segment_members", "get_id")],
+        ),
+    ],
+)
+def test_names_read_well_without_numbers(requests: list[NameRequest], expected: list[tuple[str, str]]) -> None:
+    assert assign_names(requests) == expected
+
+
+def test_corpus_names_have_no_collision_numbers_and_no_version_groups() -> None:
+    """Across the corpus, no `_2` suffixes and no groups made of version numbers (`g_2_0`, `info_0_json`)."""
+    import json
+    import re
+
+    if not SHARED.is_dir():
+        pytest.skip("../shared/specs is not beside the checkout")
+    numbered: list[str] = []
+    for entry in json.loads((SHARED / "index.json").read_text()):
+        spec = load_spec(str(SHARED / entry["file"]))
+        keys = [op.key for op in spec.operations]
+        numbered += [k for k in keys if re.search(r"_\d+$", k) and re.sub(r"_\d+$", "", k) in keys]
+        assert not [k for k in keys if re.match(r"g_\d|\w*_\d+_json\.", k)], entry["file"]
+    assert numbered == []
+
+
 def test_type_text_handles_every_all_of_shape() -> None:
     from codemode._render import type_text
 
