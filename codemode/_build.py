@@ -14,10 +14,12 @@ from typing import Any
 from urllib.parse import urljoin
 
 from ._errors import SpecError
-from ._ir import ApiSpec, Body, OAuthFlow, Operation, Param, Response, SecurityScheme, SpecWarning
+from ._fills import spec_fill
+from ._ir import ApiSpec, Body, Encoding, OAuthFlow, Operation, Param, Response, SecurityScheme, SpecWarning
 from ._loader import DocumentStore
 from ._naming import NameRequest, assign_names, param_py_names
 from ._schemas import SchemaCollector
+from ._text import plain_text
 
 __all__ = ["build_spec"]
 
@@ -53,7 +55,7 @@ def _esc(part: str) -> str:
 
 
 def _text(value: Any, limit: int = 2000) -> str:
-    return value.strip()[:limit] if isinstance(value, str) else ""
+    return plain_text(value, limit)
 
 
 def _url(value: Any) -> str | None:
@@ -91,6 +93,7 @@ class _Builder:
         is_map = isinstance(self.root, dict)
         self.swagger = is_map and str(self.root.get("swagger", "")).startswith("2")
         self.global_consumes: list[str] = list(self.root.get("consumes") or []) if is_map else []
+        self.schemes: dict[str, SecurityScheme] = {}
 
     def warn(self, pointer: str, message: str) -> None:
         self.warnings.append(SpecWarning(pointer, message))
@@ -299,7 +302,43 @@ class _Builder:
             if isinstance(mnode, dict) and "schema" in mnode
             else None
         )
-        return Body(media, schema, bool(rb.get("required")), False), "form" if media in FORM_MEDIA else "body"
+        encoding = self.encoding(mnode.get("encoding") if isinstance(mnode, dict) else None, loc.uri,
+                                 f"{where}/requestBody/content/{_esc(media)}/encoding")  # fmt: skip
+        body = Body(media, schema, bool(rb.get("required")), False, encoding)
+        return body, "form" if media in FORM_MEDIA else "body"
+
+    def encoding(self, node: Any, uri: str, where: str) -> tuple[tuple[str, Encoding], ...]:
+        """``requestBody.content[*].encoding``: per-field style, explode, content type and part headers."""
+        if not isinstance(node, dict):
+            return ()
+        out: list[tuple[str, Encoding]] = []
+        for name, enc in node.items():
+            if not isinstance(enc, dict):
+                self.warn(f"{where}/{_esc(str(name))}", "encoding entry is not an object; ignored")
+                continue
+            headers: list[tuple[str, str]] = []
+            for hname, hnode in (enc.get("headers") or {}).items():
+                try:
+                    header = self.store.deref(hnode, uri).node
+                except (KeyError, IndexError, SpecError):
+                    continue
+                hschema = header.get("schema") if isinstance(header, dict) else None
+                if isinstance(hschema, dict):
+                    enum = hschema.get("enum")
+                    value = hschema.get("default", enum[0] if isinstance(enum, list) and len(enum) == 1 else None)
+                    if value is not None and str(hname).lower() != "content-type":
+                        headers.append((str(hname), str(value)))
+            ctype = enc.get("contentType")
+            style = enc.get("style")
+            explode = enc.get("explode")
+            out.append((str(name), Encoding(
+                content_type=ctype if isinstance(ctype, str) else None,
+                style=style if isinstance(style, str) else None,
+                explode=explode if isinstance(explode, bool) else None,
+                allow_reserved=enc.get("allowReserved") is True,
+                headers=tuple(headers),
+            )))  # fmt: skip
+        return tuple(out)
 
     # -- responses -----------------------------------------------------------------------
     def responses(self, node: Any, uri: str, where: str, produces: list[str]) -> tuple[Response, ...]:
@@ -346,6 +385,7 @@ class _Builder:
         body_fields: list[tuple[str, bool, dict[str, Any], str]] = []
         consumes = list(op.get("consumes") or self.global_consumes)
         form_fields: list[tuple[str, bool, dict[str, Any], str]] = []
+        form_encoding: list[tuple[str, Encoding]] = []
         for p, puri, pw in resolved:
             name, loc = p["name"], p["in"]
             schema = self.param_schema(p, puri, pw)
@@ -356,6 +396,9 @@ class _Builder:
                 continue
             if loc == "formData":
                 form_fields.append((name, bool(p.get("required")), schema, desc))
+                if p.get("type") == "array":
+                    fstyle, fexplode = COLLECTION_FORMATS.get(str(p.get("collectionFormat", "csv")), ("form", False))
+                    form_encoding.append((name, Encoding(style=fstyle, explode=fexplode)))
                 continue
             if loc not in ("path", "query", "header", "cookie"):
                 self.warn(pw, f"parameter location {loc!r} is unknown; parameter ignored")
@@ -370,7 +413,7 @@ class _Builder:
             media = next((m for m in consumes if m in FORM_MEDIA), "application/x-www-form-urlencoded")
             if any(f[2].get("format") == "binary" for f in form_fields):
                 media = "multipart/form-data"
-            body = Body(media, None, any(f[1] for f in form_fields), True)
+            body = Body(media, None, any(f[1] for f in form_fields), True, tuple(form_encoding))
             body_fields, body_location = form_fields, "form"
         if not self.swagger:
             body, body_location = self.oas3_body(op, uri, where)
@@ -378,7 +421,7 @@ class _Builder:
             fields = self.object_fields(body.schema)
             taken = {p[0] for p in params}
             if fields is not None and not taken.intersection(f[0] for f in fields) and "body" not in taken:
-                body = Body(body.media_type, body.schema, body.required, True)
+                body = Body(body.media_type, body.schema, body.required, True, body.encoding)
                 body_fields = [(n, r and body.required, s, d) for n, r, s, d in fields]
                 body_location = "form" if body.media_type in FORM_MEDIA else "body"
         produces = list(op.get("produces") or self.root.get("produces") or [])
@@ -479,6 +522,7 @@ class _Builder:
             version = "3.0.0"
         elif not re.match(r"^(2\.0|3\.[0-2])", version):
             self.warn("/openapi", f"version {version!r} is not one this reader knows (2.0, 3.0–3.2); read as 3.x")
+        self.schemes = self.security_schemes()
         drafts = self.drafts()
         raw_hooks = self.root.get("webhooks")
         webhooks: dict[str, Any] = raw_hooks if isinstance(raw_hooks, dict) else {}
@@ -506,7 +550,7 @@ class _Builder:
             servers=servers,
             operations=operations,
             schemas=self.schemas.schemas,
-            security_schemes=self.security_schemes(),
+            security_schemes=self.schemes,
             warnings=tuple(self.warnings),
             source=self.source,
             content_hash=self.store.content_hash(),
@@ -518,12 +562,17 @@ class _Builder:
         if d.body is not None and not d.body.flattened:
             wire.append(("body", "body"))
         py = param_py_names(wire)
+        success = next((r for r in d.responses if r.status.startswith("2")), None)
+        medias = {"body_media": d.body.media_type if d.body else None,
+                  "response_media": success.media_type if success else None}  # fmt: skip
         params: list[Param] = []
         for (pname, loc, req, schema, desc, style, explode), pyn in zip(d.params, py, strict=False):
-            params.append(Param(pname, pyn, loc, req, schema, desc, style, explode))  # type: ignore[arg-type]
+            fill = spec_fill(pname, loc, req, schema, self.schemes, **medias)
+            params.append(Param(pname, pyn, loc, req, schema, desc, style, explode, fill))  # type: ignore[arg-type]
         rest = py[len(d.params) :]
         for (fname, req, schema, desc), pyn in zip(d.body_fields, rest, strict=False):
-            params.append(Param(fname, pyn, d.body_location, req, schema, desc))  # type: ignore[arg-type]
+            fill = spec_fill(fname, d.body_location, req, schema, self.schemes, **medias)
+            params.append(Param(fname, pyn, d.body_location, req, schema, desc, fill=fill))  # type: ignore[arg-type]
         if d.body is not None and not d.body.flattened:
             params.append(Param("body", rest[-1], "body", d.body.required, d.body.schema or {}, "request body"))
         return Operation(

@@ -24,7 +24,7 @@ from ._paths import default_cache_dir
 
 __all__ = ["IR_FORMAT", "default_cache_dir", "load_spec"]
 
-IR_FORMAT = 4  # bump when the IR changes shape; the builder's own source is hashed into the key too
+IR_FORMAT = 5  # bump when the IR changes shape; the builder's own source is hashed into the key too
 MAX_CACHED_SPECS = 64
 log = logging.getLogger("codemode.spec")
 
@@ -43,7 +43,7 @@ def _builder_hash() -> str:
     """Hash of the modules that decide what the IR holds: a changed builder never reads a stale cache."""
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for name in ("_build.py", "_schemas.py", "_naming.py", "_loader.py", "_ir.py"):
+    for name in ("_build.py", "_schemas.py", "_naming.py", "_loader.py", "_ir.py", "_fills.py", "_text.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:16]
 

@@ -18,6 +18,7 @@ from openapi_schema_validator import OAS30Validator, OAS31Validator
 from ._errors import CallError, ConfigError
 from ._ir import SCHEMA_REF_PREFIX, ApiSpec, Operation, Param
 from ._render import ordered_params
+from ._standin import stand_in
 
 __all__ = [
     "bind_arguments",
@@ -54,7 +55,7 @@ def bind_arguments(op: Operation, args: Sequence[Any], kwargs: Mapping[str, Any]
     """Map a call's arguments onto the operation's parameters (by Python name)."""
     where = f"api.{op.key}"
     path_params, rest = ordered_params(op)
-    by_name = {p.py_name: p for p in op.params}
+    by_name = {p.py_name: p for p in op.visible_params}
     bound: dict[str, tuple[Param, Any]] = {}
     if len(args) > len(path_params):
         raise CallError(
@@ -66,7 +67,13 @@ def bind_arguments(op: Operation, args: Sequence[Any], kwargs: Mapping[str, Any]
     for p, value in zip(path_params, args, strict=False):
         bound[p.py_name] = (p, value)
     for key, value in kwargs.items():
-        found = by_name.get(key) or next((q for q in op.params if q.name == key), None)
+        found = by_name.get(key) or next((q for q in op.visible_params if q.name == key), None)
+        filled = None if found is not None else _filled_param(op, key)
+        if filled is not None:
+            what = "a credential" if filled.fill is not None and filled.fill.source == "credential" else "set by it"
+            raise CallError(
+                f"{where}: {key!r} is filled in by the server ({what}); leave it out.", code="call.filled_param"
+            )
         if found is None:
             close = difflib.get_close_matches(key, list(by_name), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -81,6 +88,17 @@ def bind_arguments(op: Operation, args: Sequence[Any], kwargs: Mapping[str, Any]
                         code="call.bad_arguments")  # fmt: skip
     # None means "not given", except for a body field whose schema allows null: there it is JSON null.
     return {k: v for k, v in bound.items() if v[1] is not None or v[0].required or _sends_null(v[0])}
+
+
+def _filled_param(op: Operation, key: str) -> Param | None:
+    """The hidden parameter ``key`` names (by Python name, or wire name; headers in any case)."""
+    lower = key.lower()
+    for p in op.params:
+        if p.fill is not None and (
+            key in (p.py_name, p.name) or (p.location in ("header", "cookie") and p.name.lower() == lower)
+        ):
+            return p
+    return None
 
 
 def _sends_null(param: Param) -> bool:
@@ -177,47 +195,3 @@ def resolve_base_url(spec: ApiSpec, op: Operation, override: str | None) -> str:
         f"no base URL for {spec.title}: {shown}. Pass one with --base-url or UpstreamSettings.base_url.",
         code="config.no_base_url",
     )
-
-
-def stand_in(spec: ApiSpec, schema: dict[str, Any] | None, depth: int = 0, seen: frozenset[str] = frozenset()) -> Any:
-    """A schema-shaped example value for dry runs (examples first; cycle- and depth-safe)."""
-    if not schema or depth > 6:
-        return None
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith(SCHEMA_REF_PREFIX):
-        name = ref[len(SCHEMA_REF_PREFIX) :]
-        if name in seen:
-            return None
-        return stand_in(spec, spec.schemas.get(name), depth + 1, seen | {name})
-    if "example" in schema:
-        return schema["example"]
-    if "default" in schema:
-        return schema["default"]
-    if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][0]
-    for key in ("oneOf", "anyOf"):
-        if isinstance(schema.get(key), list) and schema[key]:
-            return stand_in(spec, schema[key][0], depth + 1, seen)
-    if isinstance(schema.get("allOf"), list):
-        merged: dict[str, Any] = {}
-        for sub in schema["allOf"]:
-            value = stand_in(spec, sub, depth + 1, seen)
-            if isinstance(value, dict):
-                merged.update(value)
-        return merged
-    kind = schema.get("type")
-    kind = next((k for k in kind if k != "null"), None) if isinstance(kind, list) else kind
-    if kind == "array":
-        item = stand_in(spec, schema.get("items"), depth + 1, seen)
-        return [] if item is None else [item]
-    if kind == "object" or "properties" in schema:
-        props = schema.get("properties") or {}
-        return {k: stand_in(spec, v, depth + 1, seen) for k, v in list(props.items())[:25]}
-    fmt = schema.get("format")
-    samples: dict[Any, Any] = {
-        ("string", "date-time"): "2026-01-01T00:00:00Z", ("string", "date"): "2026-01-01",
-        ("string", "uuid"): "00000000-0000-0000-0000-000000000000", ("string", "email"): "user@example.com",
-        ("string", "uri"): "https://example.com/", ("integer", None): 0, ("number", None): 0.0,
-        ("boolean", None): False, ("string", None): "string",
-    }  # fmt: skip
-    return samples.get((kind, fmt), samples.get((kind, None)))

@@ -71,6 +71,16 @@ def _err(
     return False, json.dumps({"kind": kind, "message": message, "status": status, "body": body, "operation": op})
 
 
+# CallError codes the guest sees as PermissionError rather than TypeError.
+NOT_ALLOWED_CODES = frozenset({"call.filled_param"})
+
+
+def _call_error(op: Operation, exc: CallError) -> tuple[bool, str]:
+    if exc.code in NOT_ALLOWED_CODES:
+        return _err("not_allowed", exc.message, op=op.key)
+    return _err("usage", f"{exc.message} Signature: {signature(op, max_optional=None)}", op=op.key)
+
+
 class Executor:
     def __init__(
         self,
@@ -249,7 +259,7 @@ class _Bridge:
             try:
                 build_request(ex.spec, op, bind_arguments(op, args, kwargs), base_url=ex.base_url or DRY_RUN_BASE)
             except CallError as exc:
-                return _err("usage", f"{exc.message} Signature: {signature(op, max_optional=None)}", op=op.key)
+                return _call_error(op, exc)
             resp = op.success_response()
             self._record(op, "dry-run", started)
             return True, json.dumps(stand_in(ex.spec, resp.schema if resp else None))
@@ -257,7 +267,7 @@ class _Bridge:
             upstream_request = build_request(ex.spec, op, bind_arguments(op, args, kwargs), base_url=ex.base_url)
             upstream_request = replace(upstream_request, caller=self.caller)
         except CallError as exc:
-            return _err("usage", f"{exc.message} Signature: {signature(op, max_optional=None)}", op=op.key)
+            return _call_error(op, exc)
         except ConfigError as exc:
             return _err("api_error", exc.message, op=op.key)
         future = asyncio.run_coroutine_threadsafe(ex.upstream.send(upstream_request), self.loop)

@@ -16,6 +16,9 @@ __all__ = [
     "SCHEMA_REF_PREFIX",
     "ApiSpec",
     "Body",
+    "Encoding",
+    "Fill",
+    "FillSource",
     "OAuthFlow",
     "Operation",
     "Param",
@@ -43,6 +46,25 @@ class SpecWarning:
         return f"{self.pointer or '/'}: {self.message}"
 
 
+FillSource = Literal["credential", "spec", "server"]
+"""Why the host fills a parameter in: it carries a credential, the spec fixes its value (a single enum
+value, a default header, ``Accept``/``Content-Type``), or the server's configuration sets it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """A parameter the host fills in. It is hidden from signatures and never taken from guest code.
+
+    ``scheme`` names the apiKey security scheme whose credential is sent in its place (``None``: the
+    operation's own credentials stand in and the parameter is left out). ``value`` is what is sent
+    for ``spec``/``server`` fills (``None``: left out).
+    """
+
+    source: FillSource
+    scheme: str | None = None
+    value: Any = None
+
+
 @dataclass(frozen=True, slots=True)
 class Param:
     name: str  # name on the wire
@@ -53,6 +75,22 @@ class Param:
     description: str = ""
     style: str | None = None
     explode: bool | None = None
+    fill: Fill | None = None  # set: filled in host-side, hidden from the guest
+
+    @property
+    def hidden(self) -> bool:
+        return self.fill is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    """How one field of a form body is sent (OpenAPI ``requestBody.content[*].encoding``)."""
+
+    content_type: str | None = None  # multipart: the part's Content-Type
+    style: str | None = None  # urlencoded: form | spaceDelimited | pipeDelimited | deepObject
+    explode: bool | None = None
+    allow_reserved: bool = False
+    headers: tuple[tuple[str, str], ...] = ()  # multipart: part headers with a fixed value
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +99,10 @@ class Body:
     schema: dict[str, Any] | None
     required: bool
     flattened: bool  # True: fields are Params with location "body"/"form"; False: one ``body`` param
+    encoding: tuple[tuple[str, Encoding], ...] = ()  # field name -> how it is sent (form bodies)
+
+    def encoding_of(self, name: str) -> Encoding | None:
+        return next((e for n, e in self.encoding if n == name), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +133,11 @@ class Operation:
     pointer: str  # JSON pointer of the operation in the source spec
     # For each alternative of ``security``, the scopes it requires (of any of its schemes), in order.
     security_scopes: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def visible_params(self) -> tuple[Param, ...]:
+        """The parameters guest code passes (filled ones are the host's)."""
+        return tuple(p for p in self.params if p.fill is None)
 
     @property
     def label(self) -> str:

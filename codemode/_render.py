@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import math
 from collections import deque
 from typing import Any
 
 from ._ir import SCHEMA_REF_PREFIX, ApiSpec, Operation, Param
 
-__all__ = ["describe_operation", "render_schema", "signature", "type_text"]
+__all__ = ["describe_operation", "py_literal", "render_schema", "signature", "type_text"]
 
 # JSON Schema type -> Python type; format overrides. Policy as data.
 TYPE_MAP: dict[str, str] = {
@@ -28,9 +28,17 @@ def _ref_name(schema: dict[str, Any]) -> str | None:
     return None
 
 
+def py_literal(value: Any) -> str:
+    """A JSON value written as Python source: ``True``, ``None``, ``'a'``, ``{'k': 1}``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float({str(value)!r})"
+    return repr(value)
+
+
 def _literal(values: list[Any]) -> str:
-    shown = ", ".join(json.dumps(v) if not isinstance(v, str) else repr(v) for v in values[:MAX_LITERALS])
-    more = f", …+{len(values) - MAX_LITERALS}" if len(values) > MAX_LITERALS else ""
+    # Literal[...] only takes str/int/bool/None/bytes/enum members: anything else is shown as its repr anyway.
+    shown = ", ".join(py_literal(v) for v in values[:MAX_LITERALS])
+    more = ", ..." if len(values) > MAX_LITERALS else ""  # more values: `...` keeps the text valid Python
     return f"Literal[{shown}{more}]"
 
 
@@ -57,7 +65,7 @@ def type_text(schema: dict[str, Any] | None, depth: int = 0) -> str:
                 nullable = True
             elif t not in parts:
                 parts.append(t)
-        text = " | ".join(parts[:MAX_UNION]) + (" | …" if len(parts) > MAX_UNION else "") if parts else "Any"
+        text = " | ".join(parts[:MAX_UNION]) + (" | ..." if len(parts) > MAX_UNION else "") if parts else "Any"
     elif isinstance(schema.get("allOf"), list) and schema["allOf"]:
         subs = [s for s in schema["allOf"] if isinstance(s, dict)]
         named = [type_text(s, depth + 1) for s in subs if _ref_name(s)]
@@ -116,9 +124,13 @@ def _object_text(schema: dict[str, Any], depth: int) -> str:
     return "dict"
 
 
+MAX_DEFAULT_CHARS = 40
+
+
 def _default_text(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= 24 else text[:20] + "…"
+    """The default as Python source; a long one is shown as ``...`` (its value is in the detail view)."""
+    text = py_literal(value)
+    return text if len(text) <= MAX_DEFAULT_CHARS else "..."
 
 
 def _param_text(p: Param) -> str:
@@ -132,11 +144,12 @@ def _param_text(p: Param) -> str:
 
 
 def ordered_params(op: Operation) -> tuple[list[Param], list[Param]]:
-    """``(positional path params, keyword params required-first)``."""
-    path = [p for p in op.params if p.location == "path"]
+    """``(positional path params, keyword params required-first)``; parameters the host fills are left out."""
+    visible = op.visible_params
+    path = [p for p in visible if p.location == "path"]
     order = {"{" + p.name + "}": op.path.find("{" + p.name + "}") for p in path}
     path.sort(key=lambda p: order.get("{" + p.name + "}", 0))
-    rest = [p for p in op.params if p.location != "path"]
+    rest = [p for p in visible if p.location != "path"]
     rest.sort(key=lambda p: (not p.required, LOCATION_ORDER.get(p.location, 9)))
     return path, rest
 
@@ -211,6 +224,10 @@ def _render_named(name: str, schema: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _is_credential(p: Param) -> bool:
+    return p.fill is not None and p.fill.source == "credential"
+
+
 def _one_line(text: str, limit: int = 120) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
@@ -248,6 +265,10 @@ def describe_operation(spec: ApiSpec, op: Operation, *, budget_chars: int = 8000
             req = "required" if p.required else "optional"
             doc = f" — {_one_line(p.description, 160)}" if p.description else ""
             lines.append(f"  {p.py_name}: {type_text(p.schema)}  [{p.location}, {req}]{wire}{doc}")
+    filled = [p for p in op.params if p.fill is not None]
+    if filled:
+        shown = ", ".join(f"{p.name} [{p.location}{', credential' if _is_credential(p) else ''}]" for p in filled)
+        lines.append(f"Filled in by the server (do not pass): {shown}")
     if op.body is not None:
         shape = "fields above" if op.body.flattened else "the `body` argument"
         lines.append(f"Request body: {op.body.media_type}, from {shape}")

@@ -15,14 +15,19 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
+
+import httpx
 
 from ._client import is_file_value, resolve_base_url, validate_arguments
 from ._errors import CallError
-from ._ir import ApiSpec, Operation, Param
+from ._ir import ApiSpec, Body, Encoding, Operation, Param
 from ._upstream import NO_BODY, UpstreamRequest
 
-__all__ = ["build_request"]
+__all__ = ["build_request", "style_pairs"]
+
+FORM_URLENCODED = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
 
 # Path parameters whose values may carry "/" unescaped (file paths, git refs, proxy paths).
 SLASH_PARAMS = frozenset({"path", "filepath", "file_path", "ref", "key", "name_path"})
@@ -78,20 +83,38 @@ def _path_value(op: Operation, param: Param, value: Any) -> str:
     return quote(text, safe=",") if isinstance(value, list) else quote(text, safe="")
 
 
+def style_pairs(name: str, value: Any, style: str, explode: bool) -> list[tuple[str, str]]:
+    """``(key, text)`` pairs of one query parameter or form field, serialised by ``style``/``explode``.
+
+    ``deepObject`` nests (``meta[a][b]=1``) and indexes arrays (``items[0][price]=p``), the way
+    Stripe and most form parsers read it; the other styles follow the OpenAPI tables.
+    """
+    if style == "deepObject" and isinstance(value, (dict, list)):
+        return _deep_pairs(name, value)
+    if isinstance(value, list):
+        if explode:
+            return [(name, _scalar(v)) for v in value]
+        return [(name, DELIMITERS.get(style, ",").join(_scalar(v) for v in value))]
+    if isinstance(value, dict):
+        if explode:
+            return [(str(k), _scalar(v)) for k, v in value.items()]
+        sep = DELIMITERS.get(style, ",")
+        return [(name, sep.join(f"{k}{sep}{_scalar(v)}" for k, v in value.items()))]
+    return [(name, _scalar(value))]
+
+
+def _deep_pairs(prefix: str, value: Any) -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() for pair in _deep_pairs(f"{prefix}[{k}]", v)]
+    if isinstance(value, list):
+        return [pair for i, v in enumerate(value) for pair in _deep_pairs(f"{prefix}[{i}]", v)]
+    return [(prefix, _scalar(value))]
+
+
 def _query_pairs(param: Param, value: Any) -> list[tuple[str, str]]:
     style = param.style or "form"
     explode = param.explode if param.explode is not None else style == "form"
-    if isinstance(value, list):
-        if explode:
-            return [(param.name, _scalar(v)) for v in value]
-        return [(param.name, _joined(param, value, style))]
-    if isinstance(value, dict):
-        if style == "deepObject":
-            return [(f"{param.name}[{k}]", _scalar(v)) for k, v in value.items()]
-        if explode:
-            return [(str(k), _scalar(v)) for k, v in value.items()]
-        return [(param.name, ",".join(f"{k},{_scalar(v)}" for k, v in value.items()))]
-    return [(param.name, _scalar(value))]
+    return style_pairs(param.name, value, style, explode)
 
 
 def _header_value(op: Operation, param: Param, value: Any, forbidden: frozenset[str]) -> str:
@@ -121,6 +144,19 @@ def _file_part(op: Operation, param: Param | None, value: Any) -> tuple[str, byt
     return (filename, raw, content_type)
 
 
+def _with_schemes(security: tuple[tuple[str, ...], ...], schemes: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """Security alternatives that also send the credentials of hidden credential parameters.
+
+    Each alternative gains the schemes (used when they are configured); then the schemes alone (the
+    parameter is declared, so its credential is sent even when no alternative can be met); then the
+    original alternatives, so a missing credential for a hidden parameter never stops the others.
+    """
+    if not schemes:
+        return security
+    extended = tuple(tuple(dict.fromkeys((*alt, *schemes))) for alt in (security or ((),)))
+    return tuple(dict.fromkeys((*extended, schemes, *security)))
+
+
 def build_request(
     spec: ApiSpec, op: Operation, bound: Mapping[str, tuple[Param, Any]], *, base_url: str | None
 ) -> UpstreamRequest:
@@ -131,7 +167,8 @@ def build_request(
     cookies: dict[str, str] = {}
     fields: dict[str, tuple[Param, Any]] = {}
     body: Any = NO_BODY
-    for param, value in bound.values():
+    filled = [(p, p.fill.value) for p in op.params if p.fill is not None and p.fill.value is not None]
+    for param, value in [*filled, *bound.values()]:
         loc = param.location
         if loc == "path":
             path = path.replace("{" + param.name + "}", _path_value(op, param, value))
@@ -145,26 +182,22 @@ def build_request(
             fields[param.name] = (param, value)
         else:
             body = value
+    schemes = tuple(dict.fromkeys(p.fill.scheme for p in op.params if p.fill is not None and p.fill.scheme))
     request = UpstreamRequest(
         operation=op.key, method=op.method.upper(), url=resolve_base_url(spec, op, base_url) + path,
-        params=params, headers=headers, cookies=cookies, security=op.security,
+        params=params, headers=headers, cookies=cookies, security=_with_schemes(op.security, schemes),
     )  # fmt: skip
     if op.body is None or (not fields and body is NO_BODY):
         return request
     media = op.body.media_type
     if op.body.flattened:
-        if media == "application/x-www-form-urlencoded":
-            data = {k: [_scalar(x) for x in v] if isinstance(v, list) else _scalar(v) for k, (_, v) in fields.items()}
-            return replace(request, data=data)
-        if media == "multipart/form-data":
-            files = {k: _file_part(op, p, v) for k, (p, v) in fields.items() if is_file_value(v)}
-            data = {
-                k: [_scalar(x) for x in v] if isinstance(v, list) else _scalar(v)
-                for k, (_, v) in fields.items()
-                if k not in files
-            }
-            return replace(request, data=data, files=files or None)
+        if media == FORM_URLENCODED:
+            return _with_content(request, urlencode(_form_pairs(op.body, fields)).encode(), media)
+        if media == MULTIPART:
+            return _multipart(request, op, fields)
         body = {k: v for k, (_, v) in fields.items()}
+    elif media == FORM_URLENCODED and isinstance(body, dict):
+        return _with_content(request, urlencode([(str(k), _scalar(v)) for k, v in body.items()]).encode(), media)
     if "json" in media or not media:
         return replace(request, json=body, headers={**headers, "Content-Type": media or "application/json"})
     if is_file_value(body):
@@ -172,3 +205,78 @@ def build_request(
     else:
         content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     return replace(request, content=content, headers={**headers, "Content-Type": media})
+
+
+def _with_content(request: UpstreamRequest, content: bytes, content_type: str) -> UpstreamRequest:
+    return replace(request, content=content, headers={**request.headers, "Content-Type": content_type})
+
+
+def _form_pairs(body: Body, fields: Mapping[str, tuple[Param, Any]]) -> list[tuple[str, str]]:
+    """``application/x-www-form-urlencoded`` fields, each by its ``encoding`` (default: form, exploded)."""
+    pairs: list[tuple[str, str]] = []
+    for name, (_, value) in fields.items():
+        enc = body.encoding_of(name)
+        if enc is not None and enc.style is None and enc.explode is None and enc.content_type:
+            pairs.append((name, _encoded(value, enc.content_type)))  # OpenAPI 3.1: the field's own media type
+            continue
+        style = (enc.style if enc else None) or "form"
+        explode = enc.explode if enc is not None and enc.explode is not None else style == "form"
+        pairs.extend(style_pairs(name, value, style, explode))
+    return pairs
+
+
+def _encoded(value: Any, content_type: str) -> str:
+    if "json" in content_type:
+        return json.dumps(value, separators=(",", ":"))
+    return _scalar(value)
+
+
+def _default_part_type(schema: dict[str, Any], value: Any) -> str:
+    """OpenAPI's default Content-Type of a multipart field (objects JSON, binaries octets, the rest text)."""
+    kind = schema.get("type")
+    if schema.get("format") in ("binary", "base64"):
+        return "application/octet-stream"
+    if kind == "object" or (kind is None and isinstance(value, dict)):
+        return "application/json"
+    if kind == "array" or (kind is None and isinstance(value, list)):
+        items = schema.get("items")
+        return "application/json" if isinstance(value, list) and not isinstance(items, dict) else "text/plain"
+    return "text/plain"
+
+
+Part = tuple[str, tuple[str | None, bytes, str, dict[str, str]]]
+
+
+def _multipart(request: UpstreamRequest, op: Operation, fields: Mapping[str, tuple[Param, Any]]) -> UpstreamRequest:
+    """``multipart/form-data``: one part per field (per item for arrays), typed by its ``encoding``."""
+    assert op.body is not None
+    parts: list[Part] = []
+    for name, (param, value) in fields.items():
+        enc = op.body.encoding_of(name) or Encoding()
+        part_headers = dict(enc.headers)
+        if enc.style is not None or enc.explode is not None:
+            explode = enc.explode if enc.explode is not None else (enc.style or "form") == "form"
+            for key, text in style_pairs(name, value, enc.style or "form", explode):
+                parts.append((key, (None, text.encode(), "text/plain", part_headers)))
+            continue
+        items_schema = param.schema.get("items") if isinstance(param.schema.get("items"), dict) else None
+        values = (
+            value
+            if isinstance(value, list) and (items_schema is not None or param.schema.get("type") == "array")
+            else [value]
+        )
+        for item in values:
+            schema = items_schema if values is value and items_schema is not None else param.schema
+            if is_file_value(item):
+                filename, raw, ctype = _file_part(op, param, item)
+                if enc.content_type and "content_type" not in item:
+                    ctype = enc.content_type.split(",")[0].strip()
+                parts.append((name, (filename, raw, ctype, part_headers)))
+                continue
+            ctype = (enc.content_type or _default_part_type(schema, item)).split(",")[0].strip()
+            if "*" in ctype:
+                ctype = _default_part_type(schema, item)
+            text = _encoded(item, ctype) if "json" in ctype or isinstance(item, (dict, list)) else _scalar(item)
+            parts.append((name, (None, text.encode(), ctype, part_headers)))
+    built = httpx.Request("POST", "http://multipart.invalid/", files=parts)
+    return _with_content(request, built.read(), built.headers["Content-Type"])

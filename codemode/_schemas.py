@@ -15,8 +15,9 @@ from typing import Any
 from ._errors import SpecError
 from ._ir import SCHEMA_REF_PREFIX, SpecWarning
 from ._loader import DocumentStore
+from ._text import plain_text
 
-__all__ = ["SchemaCollector"]
+__all__ = ["JSON_TYPES", "TYPE_ALIASES", "SchemaCollector"]
 
 _MAX_DESCRIPTION = 400
 # Keys kept from a schema. Everything else (x-*, xml, externalDocs, examples…) is dropped.
@@ -33,6 +34,13 @@ _SCHEMA_MAPS = frozenset({"properties", "patternProperties"})
 _SCHEMA_LISTS = frozenset({"allOf", "oneOf", "anyOf", "prefixItems"})
 _SCHEMA_ONE = frozenset({"items", "additionalProperties", "not"})
 _NAME_CLEAN = re.compile(r"[^0-9A-Za-z_]+")
+# JSON Schema's types, and what specs write instead (read as their obvious meaning, with a warning).
+JSON_TYPES = frozenset({"string", "integer", "number", "boolean", "array", "object", "null"})
+TYPE_ALIASES: dict[str, str] = {
+    "int": "integer", "int32": "integer", "int64": "integer", "long": "integer", "float": "number",
+    "double": "number", "decimal": "number", "bool": "boolean", "str": "string", "text": "string",
+    "date": "string", "datetime": "string", "dict": "object", "map": "object", "list": "array",
+}  # fmt: skip
 
 
 _SCALAR_TYPES = frozenset({"string", "integer", "number", "boolean"})
@@ -145,15 +153,38 @@ class SchemaCollector:
                 out[key] = [self.convert(v, base_uri, f"{where}/{key}/{i}") for i, v in enumerate(value)]
             elif key in _SCHEMA_ONE and isinstance(value, (dict, bool)):
                 out[key] = self.convert(value, base_uri, f"{where}/{key}") if isinstance(value, dict) else value
-            elif key == "description" and isinstance(value, str):
-                out[key] = value[:_MAX_DESCRIPTION]
+            elif key in ("description", "title") and isinstance(value, str):
+                out[key] = plain_text(value, _MAX_DESCRIPTION)
             elif key == "type" and value == "file":  # Swagger 2.0
                 out["type"], out["format"] = "string", "binary"
+            elif key == "type":
+                kind = self._type(value, f"{where}/type")
+                if kind is not None:
+                    out["type"] = kind
             elif key == "required" and not isinstance(value, list):
                 continue  # a boolean ``required`` on a schema is a Swagger-ism; ignore it
             else:
                 out[key] = value
         return out
+
+    def _type(self, value: Any, where: str) -> str | list[str] | None:
+        """A valid JSON Schema ``type``; an unknown one is read as its obvious meaning or dropped, with a warning."""
+        values = value if isinstance(value, list) else [value]
+        out: list[str] = []
+        for v in values:
+            if isinstance(v, str) and v in JSON_TYPES:
+                out.append(v)
+                continue
+            alias = TYPE_ALIASES.get(v.lower()) if isinstance(v, str) else None
+            if alias is not None:
+                self.warnings.append(SpecWarning(where, f"unknown type {v!r}; read as {alias!r}"))
+                out.append(alias)
+            else:
+                self.warnings.append(SpecWarning(where, f"unknown type {v!r}; any value is accepted"))
+                return None
+        if not out:
+            return None
+        return out if isinstance(value, list) else out[0]
 
     def _break_bare_cycles(self) -> None:
         """``A: {$ref: B}, B: {$ref: A}`` describes nothing: make such loops 'any value', with a warning."""

@@ -19,6 +19,7 @@ from ._client import resolve_operation
 from ._credentials import Credentials
 from ._errors import CallError, ConfigError
 from ._execute import Executor
+from ._fills import ParamFills, apply_server_fills
 from ._format import format_execute, format_hits
 from ._ir import ApiSpec
 from ._progress import ProgressHub, Reporter
@@ -82,12 +83,14 @@ class CodemodeServer:
         access: AccessHook | None = None,
     ) -> None:
         """``access`` identifies the caller of each MCP request (see :mod:`codemode._access`)."""
-        self.spec = spec
+        settings = settings or ServerSettings()
+        fills = ParamFills(settings.params.credentials, settings.params.values, settings.upstream.headers)
+        self.spec = spec = apply_server_fills(spec, fills)
         # Every slow background step (isolate build, embeddings) reports here; a tool call that waits
         # for one subscribes an McpReporter for the time it waits (``self.progress.subscribed(...)``).
         self.progress = ProgressHub(*([progress] if progress is not None else []))
         self._access = access
-        self.settings = settings or ServerSettings()
+        self.settings = settings
         env = dict(os.environ) if env is None else env
         self.credentials = Credentials.from_env(spec.security_schemes, env, prefix=self.settings.env_prefix)
         self.scrubber = Scrubber([*self.credentials.secrets(), *self.settings.upstream.headers.values()])

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ._sandbox import SandboxLimits
 from ._upstream import UpstreamSettings
 
-__all__ = ["ExecuteSettings", "SearchSettings", "ServerSettings"]
+__all__ = ["ExecuteSettings", "ParamSettings", "SearchSettings", "ServerSettings"]
 
 
 class SearchSettings(BaseModel):
@@ -33,6 +33,23 @@ class ExecuteSettings(BaseModel):
     deny: tuple[str, ...] = Field(default=(), description="operations never callable (key, operationId or glob)")
 
 
+class ParamSettings(BaseModel):
+    """Parameters the server fills in itself; they disappear from the signatures ``search`` shows.
+
+    Names are wire names and match in any location (headers in any case). A header parameter
+    named like one of ``upstream.headers`` is filled by that header without being listed here.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    credentials: tuple[str, ...] = Field(
+        default=(), description="parameters that carry a credential: hidden, and the server's credentials stand in"
+    )
+    values: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="parameters sent with these values (overrides the spec's defaults)"
+    )
+
+
 class ServerSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -40,4 +57,5 @@ class ServerSettings(BaseModel):
     search: SearchSettings = SearchSettings()
     execute: ExecuteSettings = ExecuteSettings()
     upstream: UpstreamSettings = UpstreamSettings()
+    params: ParamSettings = ParamSettings()
     env_prefix: str = Field(default="CODEMODE_", description="prefix of the credential environment variables")

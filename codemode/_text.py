@@ -1,0 +1,42 @@
+"""Plain one-paragraph text from what specs put in summaries and descriptions (HTML included)."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+__all__ = ["HTML_TAGS", "plain_text"]
+
+# Tag names removed from summaries and descriptions. Only these: ``<owner>/<repo>`` in a
+# description is a placeholder, not markup, and stays.
+HTML_TAGS = frozenset(
+    {
+        "a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "div", "dl", "dt", "em", "h1", "h2", "h3",
+        "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "mark", "ol", "p", "pre", "s", "samp", "small",
+        "span", "strong", "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "tt", "u", "ul",
+        "var", "section", "article", "details", "summary", "figure", "caption", "font", "center",
+    }
+)  # fmt: skip
+_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)\b[^<>]*?/?>")
+_ENTITY = re.compile(r"&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
+_BLANKS = re.compile(r"[ \t]+")
+
+
+def _untag(m: re.Match[str]) -> str:
+    return " " if m.group(1).lower() in HTML_TAGS else m.group(0)
+
+
+def plain_text(value: Any, limit: int = 2000) -> str:
+    """``<p>Create a <b>refund</b>.</p>`` -> ``Create a refund.``; non-strings give ``""``."""
+    if not isinstance(value, str):
+        return ""
+    text = value
+    if "<" in text:
+        text = _TAG.sub(_untag, text)
+    if "&" in text and _ENTITY.search(text):
+        text = html.unescape(text)
+    if text != value:
+        text = "\n".join(_BLANKS.sub(" ", line).strip() for line in text.splitlines())
+        text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()[:limit]
