@@ -24,8 +24,8 @@ setup-test: setup
 	@bash scripts/setup-browser.sh
 
 lint:
-	.venv/bin/ruff check codemode tests bench
-	.venv/bin/ruff format --check codemode
+	.venv/bin/ruff check codemode auth tests bench
+	.venv/bin/ruff format --check codemode auth
 
 typecheck:
 	.venv/bin/mypy

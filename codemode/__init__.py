@@ -17,10 +17,13 @@ from ._errors import (
     UsageError,
 )
 from ._ir import ApiSpec, Body, Operation, Param, Response, SecurityScheme, SpecWarning
+from ._upstream_types import AuditEvent, AuditHook
 
 __all__ = [
     "AccessHook",
     "ApiSpec",
+    "AuditEvent",
+    "AuditHook",
     "Body",
     "CallError",
     "Caller",

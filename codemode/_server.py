@@ -168,6 +168,13 @@ class CodemodeServer:
                 if owned is not None:
                     await owned.aclose()
 
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        """Hold the shared upstream client and executor open (a host mounting the server runs this
+        around its own lifespan; transports entering the lifespan meanwhile share them)."""
+        async with self._lifespan(self.mcp):
+            yield
+
     def caller(self) -> Caller | None:
         """The authenticated caller of the current MCP request, if the host identifies one."""
         return self._access() if self._access is not None else None
