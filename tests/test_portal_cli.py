@@ -1,0 +1,134 @@
+"""``codemode portal`` operator commands against a real SQLite database, as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sqlalchemy", reason="the portal extra is not installed: pip install -e '.[portal]'")
+
+from codemode_portal import SqlStore
+from codemode_portal._cli import parse_since
+from codemode_portal._store import AuditRow, Client, Grant, TokenRecord
+
+CODEMODE = str(Path(sys.executable).with_name("codemode"))
+
+
+def run(*args: str, stdin: str = "", cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CODEMODE, "portal", *args], input=stdin, capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+@pytest.fixture
+def portal_dir(tmp_path: Path) -> Path:
+    (tmp_path / "portal.toml").write_text("[portal]\nport = 8123\n")
+    return tmp_path
+
+
+def test_user_add_with_password_stdin_and_list(portal_dir: Path) -> None:
+    out = run("user", "add", "alice", "--password-stdin", stdin="a-long-password\n", cwd=portal_dir)
+    assert out.returncode == 0, out.stderr
+    assert "added user alice" in out.stdout
+    again = run("user", "add", "alice", "--password-stdin", stdin="a-long-password\n", cwd=portal_dir)
+    assert again.returncode == 1 and "error [portal.user.exists]" in again.stderr
+    short = run("user", "add", "bob", "--password-stdin", stdin="short\n", cwd=portal_dir)
+    assert short.returncode == 1 and "8 to 1024" in short.stderr
+    listed = run("user", "list", cwd=portal_dir)
+    assert listed.stdout.startswith("alice\tuser\t")
+    assert (portal_dir / ".codemode-portal" / "portal.db").exists()
+
+
+def test_clients_tokens_revoke_audit(portal_dir: Path) -> None:
+    assert run("user", "add", "alice", "--password-stdin", stdin="a-long-password\n", cwd=portal_dir).returncode == 0
+    store = SqlStore(f"sqlite:///{portal_dir / '.codemode-portal' / 'portal.db'}")
+    now = time.time()
+    uid = store.find_user("alice").id  # type: ignore[union-attr]
+    store.save_client(
+        Client(
+            client_id="cid-1",
+            name="Inspector",
+            redirect_uris=("http://127.0.0.1:6274/cb",),
+            auth_method="none",
+            kind="dcr",
+            created_at=now,
+        )
+    )
+    store.create_grant(
+        Grant(
+            id="grant-1",
+            user_id=uid,
+            client_id="cid-1",
+            server="petstore",
+            resource="http://127.0.0.1:8123/mcp/petstore",
+            scopes=("petstore:read",),
+            created_at=now,
+        )
+    )
+    store.save_tokens(
+        TokenRecord(
+            hash="h1",
+            kind="access",
+            grant_id="grant-1",
+            client_id="cid-1",
+            user_id=uid,
+            server="petstore",
+            resource="r",
+            scopes=("petstore:read",),
+            created_at=now,
+            expires_at=now + 600,
+        )
+    )
+    store.record_audit(
+        [
+            AuditRow(
+                at=now,
+                event="upstream_call",
+                user_id=uid,
+                client_id="cid-1",
+                server="petstore",
+                operation="pet.get_by_id",
+                status="200",
+            ),
+            AuditRow(at=now - 7200, event="token_issued", server="kinto"),
+        ]
+    )
+    store.close()
+    clients = run("clients", cwd=portal_dir)
+    assert "cid-1\tdcr\tInspector\tnone\thttp://127.0.0.1:6274/cb" in clients.stdout
+    tokens = run("tokens", cwd=portal_dir)
+    assert "grant-1\talice\tcid-1\tpetstore\tpetstore:read\t1 access, 0 refresh" in tokens.stdout
+    audit = run("audit", "--since", "1h", cwd=portal_dir)
+    assert "upstream_call\t" in audit.stdout and "pet.get_by_id\t200" in audit.stdout
+    assert "token_issued" not in audit.stdout
+    assert "token_issued" in run("audit", "--since", "3h", "--server", "kinto", cwd=portal_dir).stdout
+    revoked = run("revoke", "grant-1", cwd=portal_dir)
+    assert revoked.returncode == 0 and "grant grant-1 revoked" in revoked.stdout
+    assert "1 access" not in run("tokens", cwd=portal_dir).stdout
+    assert "was already revoked" in run("revoke", "grant-1", cwd=portal_dir).stdout
+    unknown = run("revoke", "nope", cwd=portal_dir)
+    assert unknown.returncode == 1 and "no grant 'nope'" in unknown.stderr
+    assert "grant_revoked" in run("audit", cwd=portal_dir).stdout
+
+
+def test_config_errors_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "portal.toml").write_text("[portal]\nport = 'eighty'\n")
+    out = run("clients", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0
+    assert "portal.toml:2: portal.port: Input should be a valid integer" in out.stderr
+    missing = run("clients", cwd=tmp_path / "..")
+    assert missing.returncode != 0
+
+
+def test_parse_since() -> None:
+    assert parse_since("90m", 10_000.0) == 10_000.0 - 5400
+    assert parse_since("2d", 1e6) == 1e6 - 172_800
+    assert parse_since("2026-01-01T00:00:00", 0) == 1767225600.0
+    assert parse_since(None, 100_000.0) == 100_000.0 - 86_400
+    with pytest.raises(Exception, match="duration"):
+        parse_since("yesterday", 0)

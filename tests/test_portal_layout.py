@@ -1,0 +1,106 @@
+"""The portal's place in the repository: imports point portal → engine only, the engine works
+without it, and a wheel ships it as ``codemode_portal`` (with its templates and migrations),
+never as a top-level ``auth`` or ``servers`` package."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_no_engine_module_imports_the_portal() -> None:
+    offenders = [
+        str(p.relative_to(ROOT)) for p in (ROOT / "codemode").rglob("*.py") if {"codemode_portal", "auth"} & _imports(p)
+    ]
+    assert offenders == []
+
+
+def test_the_portal_imports_only_the_engine_and_libraries() -> None:
+    portal = ROOT / "auth" / "codemode_portal"
+    files = list(portal.rglob("*.py"))
+    assert len(files) > 10
+    for p in files:
+        assert "auth" not in _imports(p), p
+
+
+def test_the_engine_imports_and_serves_without_the_portal(tmp_path: Path) -> None:
+    # A meta-path hook makes codemode_portal (and everything under it) unimportable.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'codemode_portal':\n"
+        "            raise ImportError('portal blocked for this test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+    code = (
+        "import codemode, codemode._server, codemode._cli\n"
+        "from codemode._cli import build_parser\n"
+        "p = build_parser()\n"
+        "choices = p._subparsers._group_actions[0].choices\n"
+        "assert 'serve' in choices and 'portal' not in choices, sorted(choices)\n"
+        "try:\n"
+        "    import codemode_portal\n"
+        "except ImportError:\n"
+        "    print('engine ok without portal')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "engine ok without portal" in out.stdout
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_portal_as_codemode_portal(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if out.returncode != 0 and "No module named" in out.stderr:
+        pytest.skip(f"cannot build a wheel here: {out.stderr[-300:]}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    wheel = next(tmp_path.glob("codemode_mcp-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert tops == {"codemode", "codemode_portal"}
+    for needed in (
+        "codemode_portal/__init__.py",
+        "codemode_portal/_store/migrations/env.py",
+        "codemode_portal/_store/migrations/script.py.mako",
+        "codemode_portal/_store/migrations/versions/v0001_initial.py",
+    ):
+        assert needed in names
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "portal = codemode_portal._cli:register" in entry_points
