@@ -1,124 +1,145 @@
-"""Search quality: recall@1 and recall@5 over bench/search_queries.yaml.
+"""Search quality: recall@1, recall@5 and "shown in the answer" per spec, plus query latency.
 
-``--ranker bm25|embed|hybrid|all`` (default ``all`` when the optional embedding
-model is installed, else ``bm25``); ``-v`` prints the misses of each ranker.
-``--queries FILE`` reads another labelled set (e.g. bench/search_heldout.yaml, the
-untuned held-out set); ``--check`` only verifies that every label names an
-operation of its spec, without running any ranker.
+``--ranker bm25|embed|hybrid|all`` (default ``all`` when the optional embedding model
+is installed, else ``bm25``). ``--queries FILE`` reads another labelled set:
+``bench/search_heldout.yaml`` is the untuned held-out set (never tune on it; ``--heldout``
+is a shortcut). ``--check`` only verifies that every label names an operation of its spec.
+``-v`` prints the misses (not allowed with the held-out set: reading its misses is tuning).
+``--calibrate`` prints the best cosine similarity of real queries beside that of
+nonsense and off-topic ones, which is what the no-match threshold is set from.
+
+The table is the one ``codemode eval-search SPEC --queries FILE`` prints, from the same
+code (:mod:`codemode._evaluate`). "recall@5" is the share of queries with a correct
+operation among the top 5 hits; "shown in answer" the share whose answer names one
+anywhere (a hit within the token budget, or an "also on this path" sibling).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from codemode import load_spec
 from codemode._embed import default_embedder
-from codemode._search import Hit, SearchIndex
+from codemode._evaluate import Ranker, SpecResult, evaluate, load_queries, markdown_table, resolve_labels
+from codemode._search import SearchIndex
 
 SHARED = ROOT.parent / "shared" / "specs"
 TUNING_QUERIES = ROOT / "bench" / "search_queries.yaml"
 HELDOUT_QUERIES = ROOT / "bench" / "search_heldout.yaml"
 
-
-def _embed_only(index: SearchIndex, query: str, limit: int) -> list[Hit]:
-    assert index._embedder is not None
-    sims = index._matrix @ index._embedder.encode([query])[0]
-    top = sorted(range(len(sims)), key=lambda i: -float(sims[i]))[:limit]
-    return [Hit(index._ops[i], float(sims[i])) for i in top]
+# Queries that should match nothing, for calibrating the no-match threshold: nonsense and
+# off-topic phrasings (none of these is a labelled query).
+NONSENSE = [
+    "xyzzyplugh", "asdf qwer zxcv", "qqqq", "blorptangle frobnicate", "lorem ipsum dolor sit amet",
+    "bake a chocolate cake", "what is the capital of france", "recipe for banana bread",
+    "tie my shoelaces", "play a jazz song", "how tall is mount everest", "write a haiku about autumn",
+    "the quick brown fox jumps over the lazy dog", "1234567890", "!!!???", "ñandú über straße",
+    "feed the goldfish", "translate hello into klingon", "who won the 1998 world cup", "knit a scarf",
+]  # fmt: skip
 
 
 def check_labels(queries: Path = TUNING_QUERIES) -> list[str]:
     """Labels in *queries* that name no operation of their spec (same resolution as evaluate)."""
-    data = yaml.safe_load(queries.read_text())
     problems = []
-    for key, entry in data["specs"].items():
-        known = {op.label for op in load_spec(str(SHARED / entry["file"])).operations}
-        for q in entry["queries"]:
-            if not q.get("expect"):
-                problems.append(f"[{key}] {q['q']!r}: no expect labels")
-            unknown = [lab for lab in q.get("expect", []) if lab not in known]
-            problems += [f"[{key}] {q['q']!r}: {lab!r} is not an operation" for lab in unknown]
+    for qs in load_queries(queries):
+        spec = load_spec(str(SHARED / (qs.file or "")))
+        for lq in qs.queries:
+            if not lq.expect:
+                problems.append(f"[{qs.key}] {lq.q!r}: no expect labels")
+            _, unknown = resolve_labels(spec, lq.expect)
+            problems += [f"[{qs.key}] {lq.q!r}: {lab!r} is not an operation" for lab in unknown]
     return problems
 
 
-def evaluate(ranker: str = "bm25", verbose: bool = False, queries: Path = TUNING_QUERIES) -> list[dict[str, object]]:
-    data = yaml.safe_load(queries.read_text())
-    rows = []
-    for key, entry in data["specs"].items():
-        spec = load_spec(str(SHARED / entry["file"]))
-        t = time.perf_counter()
-        index = SearchIndex(spec, embedder=None if ranker == "bm25" else "auto")
-        build_ms = (time.perf_counter() - t) * 1000
-        t = time.perf_counter()
-        if ranker != "bm25" and not index.load_embeddings():
-            raise SystemExit(f"--ranker {ranker}: no embedding model installed (pip install codemode-mcp[semantic])")
-        embed_ms = (time.perf_counter() - t) * 1000
-        r1 = r5 = 0
-        lat = []
-        by_style: dict[str, list[int]] = {}
-        for q in entry["queries"]:
-            t = time.perf_counter()
-            hits = _embed_only(index, q["q"], 5) if ranker == "embed" else index.search(q["q"], limit=5)
-            lat.append((time.perf_counter() - t) * 1000)
-            labels = [h.operation.label for h in hits]
-            ok1 = bool(labels) and labels[0] in q["expect"]
-            ok5 = any(lab in q["expect"] for lab in labels)
-            r1 += ok1
-            r5 += ok5
-            by_style.setdefault(q.get("style", "?"), []).append(ok5)
-            if verbose and not ok5:
-                print(f"MISS {ranker} [{key}] {q['q']!r} want {q['expect'][0]} got {labels[:3]}")
-        n = len(entry["queries"])
-        lat.sort()
-        rows.append(
-            {
-                "spec": key,
-                "n": n,
-                "ops": len(spec.operations),
-                "r1": r1 / n,
-                "r5": r5 / n,
-                "p50_ms": lat[len(lat) // 2],
-                "index_ms": build_ms,
-                "embed_ms": embed_ms,
-                "styles": {k: sum(v) / len(v) for k, v in by_style.items()},
-            }
-        )
-    return rows
+def evaluate_file(ranker: Ranker, queries: Path = TUNING_QUERIES) -> list[SpecResult]:
+    results = []
+    for qs in load_queries(queries):
+        spec = load_spec(str(SHARED / (qs.file or "")))
+        results.append(evaluate(spec, qs, ranker))
+    return results
 
 
-def print_table(ranker: str, rows: list[dict[str, object]]) -> None:
-    print(f"\n### ranker: {ranker}\n")
-    print("| spec | ops | queries | recall@1 | recall@5 | p50 ms | BM25 build ms | embeddings ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    tot = sum(r["n"] for r in rows)  # type: ignore[misc]
-    for r in rows:
-        print(
-            f"| {r['spec']} | {r['ops']} | {r['n']} | {r['r1']:.2f} | {r['r5']:.2f} | {r['p50_ms']:.2f} "
-            f"| {r['index_ms']:.0f} | {r['embed_ms']:.0f} |"
+def rows(results: list[SpecResult]) -> list[dict[str, Any]]:
+    """Plain dicts (for bench/run.py)."""
+    return [
+        {"spec": r.key, "n": r.n, "ops": r.ops, "r1": r.r1, "r5": r.r5, "shown": r.r_shown,
+         "p50_ms": r.pct(0.5), "p99_ms": r.pct(0.99), "embed_s": r.embed_s}
+        for r in results
+    ]  # fmt: skip
+
+
+def calibrate(queries: Path = TUNING_QUERIES) -> str:
+    """Where the no-match threshold sits: the best cosine of queries that share no word with the spec.
+
+    A query is "no match" when none of its words occurs in the spec (BM25 finds nothing) and
+    its best cosine similarity is under the threshold; this prints, per spec, how real and
+    nonsense queries fall on both tests.
+    """
+    import numpy as np
+
+    lines = [
+        "| spec | real: with no spec word | real: best cosine of those (min) | nonsense: with no spec word "
+        "| nonsense: best cosine of those (max / median) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    real_gap: list[float] = []
+    junk_gap: list[float] = []
+    for qs in load_queries(queries):
+        spec = load_spec(str(SHARED / (qs.file or "")))
+        index = SearchIndex(spec)
+        if not index.load_embeddings():
+            raise SystemExit("--calibrate needs the semantic model")
+        real = [float(index.cosine(q.q).max()) for q in qs.queries if not index.known_words(q.q)]
+        junk = [float(index.cosine(q).max()) for q in NONSENSE if not index.known_words(q)]
+        real_gap += real
+        junk_gap += junk
+        lines.append(
+            f"| {qs.key} | {len(real)}/{len(qs.queries)} | {min(real, default=float('nan')):.3f} "
+            f"| {len(junk)}/{len(NONSENSE)} | {max(junk, default=float('nan')):.3f} / "
+            f"{float(np.median(junk)) if junk else float('nan'):.3f} |"
         )
-    w1 = sum(r["r1"] * r["n"] for r in rows) / tot  # type: ignore[operator]
-    w5 = sum(r["r5"] * r["n"] for r in rows) / tot  # type: ignore[operator]
-    print(f"| **overall** | | {tot} | {w1:.2f} | {w5:.2f} | | | |")
+    lines.append(
+        f"| **all** | {len(real_gap)} | {min(real_gap, default=float('nan')):.3f} | {len(junk_gap)} "
+        f"| {max(junk_gap, default=float('nan')):.3f} / {float(np.median(junk_gap)) if junk_gap else 0:.3f} |"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ranker", choices=["bm25", "embed", "hybrid", "all"])
+    ap.add_argument("-v", "--verbose", action="store_true", help="print each ranker's misses (tuning set only)")
+    ap.add_argument("--queries", type=Path, default=TUNING_QUERIES, help="labelled query file (YAML)")
+    ap.add_argument("--heldout", action="store_true", help="the untuned held-out set (bench/search_heldout.yaml)")
+    ap.add_argument("--check", action="store_true", help="only check that every label resolves; run no ranker")
+    ap.add_argument("--calibrate", action="store_true", help="best-cosine figures behind the no-match threshold")
+    args = ap.parse_args(argv)
+    queries = HELDOUT_QUERIES if args.heldout else args.queries
+    if args.check:
+        bad = check_labels(queries)
+        print("\n".join(bad) or f"{queries.name}: every label resolves")
+        return 1 if bad else 0
+    if args.calibrate:
+        print(calibrate(queries))
+        return 0
+    if args.verbose and queries.resolve() == HELDOUT_QUERIES.resolve():
+        raise SystemExit("-v is refused on the held-out set: reading its misses would be tuning on it")
+    ranker = args.ranker or ("all" if default_embedder() is not None else "bm25")
+    names: list[Ranker] = ["bm25", "embed", "hybrid"] if ranker == "all" else [ranker]
+    for name in names:
+        results = evaluate_file(name, queries)
+        print("\n" + markdown_table(results, f"ranker: {name} ({queries.name})"))
+        if args.verbose:
+            for r in results:
+                for q, want, got in r.misses:
+                    print(f"MISS {name} [{r.key}] {q!r} want {want[0]} got {got}")
+    return 0
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--ranker", choices=["bm25", "embed", "hybrid", "all"])
-    ap.add_argument("-v", "--verbose", action="store_true")
-    ap.add_argument("--queries", type=Path, default=TUNING_QUERIES, help="labelled query file (YAML)")
-    ap.add_argument("--check", action="store_true", help="only check that every label resolves; run no ranker")
-    args = ap.parse_args()
-    if args.check:
-        bad = check_labels(args.queries)
-        print("\n".join(bad) or f"{args.queries.name}: every label resolves")
-        raise SystemExit(1 if bad else 0)
-    ranker = args.ranker or ("all" if default_embedder() is not None else "bm25")
-    for name in ["bm25", "embed", "hybrid"] if ranker == "all" else [ranker]:
-        print_table(name, evaluate(name, verbose=args.verbose, queries=args.queries))
+    sys.exit(main())

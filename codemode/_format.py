@@ -1,70 +1,18 @@
-"""Turning search hits and execution reports into compact, budgeted text for the model."""
+"""Turning execution reports into compact, budgeted text for the model.
+
+Search answers are written by :mod:`codemode._answer`; its helpers are re-exported here.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from typing import Any
 
+from ._answer import approx_tokens, format_hits
 from ._execute import ExecuteReport
-from ._ir import ApiSpec, Operation
-from ._render import signature
 
 __all__ = ["approx_tokens", "format_execute", "format_hits"]
-
-
-def approx_tokens(text: str) -> int:
-    """Token estimate used for every budget here: characters / 4."""
-    return (len(text) + 3) // 4
-
-
-def _one_line(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def format_hit(op: Operation, *, compact: bool = False, denied: str | None = None) -> str:
-    """One hit; ``denied`` (why the caller may not call it) is shown on the first line."""
-    head = op.label if denied is None else f"{op.label}  [not callable: {denied}]"
-    head += f"\n  {signature(op, max_optional=3 if compact else 6)}"
-    if op.summary and not compact:
-        head += f"\n  # {_one_line(op.summary, 140)}"
-    if op.deprecated:
-        head += "  [deprecated]"
-    return head
-
-
-def format_hits(
-    spec: ApiSpec,
-    query: str,
-    hits: list[Operation],
-    *,
-    budget_tokens: int,
-    suggestions: list[str],
-    denial: Callable[[Operation], str | None] | None = None,
-) -> str:
-    if not hits:
-        tip = f" Try: {', '.join(suggestions)}." if suggestions else ""
-        return (
-            f"No operation of {spec.title} matches {query!r}.{tip} Search with other words, "
-            "a tag=, method= or path_prefix= filter, or code= to scan spec.operations."
-        )
-    parts: list[str] = []
-    shown = 0
-    for i, op in enumerate(hits):
-        block = format_hit(op, compact=i >= 5, denied=denial(op) if denial is not None else None)
-        if parts and approx_tokens("\n".join(parts) + block) + 40 > budget_tokens:
-            break
-        parts.append(block)
-        shown += 1
-    more = len(hits) - shown
-    footer = f"\n({more} more not shown: budget {budget_tokens} tokens)" if more else ""
-    return (
-        "\n".join(parts)
-        + footer
-        + "\nCall these inside execute(code). Full parameters and types: search(detail='api.<group>.<name>')."
-    )
 
 
 def _finite(value: Any) -> Any:

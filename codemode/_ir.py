@@ -208,6 +208,7 @@ class ApiSpec:
     source: str
     content_hash: str
     webhooks: int = 0
+    tag_descriptions: dict[str, str] = field(default_factory=dict)  # tag name -> its description (top-level tags)
     _by_key: dict[str, Operation] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

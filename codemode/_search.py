@@ -1,17 +1,23 @@
 """Ranked search over the operations of an :class:`~codemode._ir.ApiSpec`.
 
-BM25F over weighted fields (names, path, summary, tags, description, parameter
-names, schema names) with Snowball stemming, plus two pieces of policy kept as
-data: a synonym table that maps how users speak to how APIs are written, and an
-intent table that maps task verbs to HTTP methods.
+Two rankers:
 
-When the optional embedding model is installed (``codemode-mcp[semantic]``, see
-:mod:`codemode._embed`), a second ranker scores operations by cosine similarity of
-sentence embeddings, and the two rankings are fused by reciprocal rank. Building
-the BM25 index is cheap and done in the constructor; the embeddings are not:
-:meth:`SearchIndex.load_embeddings` loads them from the disk cache or computes
-them (tens of seconds for a spec of ~1,500 operations on first use), and search
-uses BM25 alone until they are ready.
+* **BM25F** over weighted fields (names, summary, path words, tags, description,
+  parameter names, schema names, and at low weights request-body property names and
+  descriptions, and the enum values of parameters and properties) with Snowball stemming,
+  plus two pieces of policy kept as data (:mod:`codemode._vocabulary`): synonyms from how
+  users speak to how APIs are written, and task verbs that favour HTTP methods. Built in the constructor (milliseconds to a
+  few hundred for the biggest specs); always there.
+* **Semantic**: cosine similarity of sentence embeddings (:mod:`codemode._embed`), when
+  the optional model is installed. :meth:`SearchIndex.load_embeddings` reads them from
+  the disk cache or computes them once per spec; until then search is BM25 alone and
+  :attr:`SearchIndex.semantic_state` says why.
+
+With both, scores are fused: ``0.9 × min-max-normalised cosine + 0.1 × BM25 / best BM25``.
+A query that matches nothing returns no hits: with BM25 alone when none of its words is
+in the spec's vocabulary; with the semantic ranker also when the best cosine similarity
+is below a threshold calibrated on nonsense and off-topic queries (``bench/search_eval.py
+--calibrate``).
 """
 
 from __future__ import annotations
@@ -30,24 +36,31 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import snowballstemmer  # type: ignore[import-untyped]
 
-from ._ir import ApiSpec, Operation
+from ._ir import SCHEMA_REF_PREFIX, ApiSpec, Operation
 from ._naming import snake
+from ._progress import ProgressEvent, Reporter
 from ._render import referenced_names
 from ._vocabulary import INTENTS, SYNONYMS
 
 if TYPE_CHECKING:
     from ._embed import Embedder
 
-__all__ = ["Hit", "SearchIndex"]
+__all__ = ["Group", "Hit", "SearchIndex", "SemanticState", "tokenize"]
 
 # Field weights for BM25F.
 FIELD_WEIGHTS: dict[str, float] = {
     "name": 3.0, "summary": 3.0, "path": 2.0, "tags": 1.5, "schemas": 1.0, "params": 0.6, "description": 0.8,
+    "body": 0.35, "values": 0.6,
 }  # fmt: skip
 K1, B = 1.2, 0.75
 SYNONYM_WEIGHT = 0.45
 METHOD_BOOST = 0.6  # multiplier on the score share when the query's intent matches the method
-RRF_K = 60  # reciprocal-rank fusion constant (the usual default; flat enough that both rankers count)
+FUSION_COSINE = 0.9  # weight of the min-max-normalised cosine similarity in the fused score
+FUSION_BM25 = 0.1  # weight of BM25 / best BM25
+BODY_PROPERTIES = 40  # request-body properties indexed per operation
+ENUM_VALUES = 30  # enum values indexed per parameter or property
+MAX_WORD = 30  # a longer run of letters is noise, not a word
+MAX_QUERY_CHARS = 2000  # longer queries are cut (a 10 kB paste costs what a paragraph costs)
 log = logging.getLogger("codemode.search")
 
 STOPWORDS = frozenset(
@@ -58,6 +71,8 @@ STOPWORDS = frozenset(
 _WORD = re.compile(r"[A-Za-z][a-z]+|[A-Z]+(?![a-z])|\d+")
 _stemmer = snowballstemmer.stemmer("english")
 
+SemanticState = Literal["ready", "building", "off", "failed"]
+
 
 @lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
@@ -65,7 +80,8 @@ def _stem(word: str) -> str:
 
 
 def tokenize(text: str) -> list[str]:
-    return [_stem(w.lower()) for w in _WORD.findall(text) if w.lower() not in STOPWORDS]
+    """Stemmed words, without stopwords and without "words" too long to be words."""
+    return [_stem(w.lower()) for w in _WORD.findall(text) if w.lower() not in STOPWORDS and len(w) <= MAX_WORD]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +90,90 @@ class Hit:
     score: float
 
 
+@dataclass(frozen=True, slots=True)
+class Group:
+    """One entry of the table of contents: a tag (or, for untagged specs, a group) and its operations."""
+
+    name: str
+    description: str
+    operations: tuple[Operation, ...]
+
+
+def _schema_at(spec: ApiSpec, node: Any, depth: int = 0) -> dict[str, Any]:
+    """Follow ``$ref`` and merge ``allOf`` members, a few levels deep: the properties a body has."""
+    if not isinstance(node, dict) or depth > 4:
+        return {}
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(SCHEMA_REF_PREFIX):
+        return _schema_at(spec, spec.schemas.get(ref[len(SCHEMA_REF_PREFIX) :]), depth + 1)
+    members = node.get("allOf")
+    if isinstance(members, list):
+        merged: dict[str, Any] = {"properties": dict(node.get("properties") or {})}
+        for m in members:
+            merged["properties"].update(_schema_at(spec, m, depth + 1).get("properties") or {})
+        return merged
+    return node
+
+
+def _enum_values(spec: ApiSpec, schema: Any, out: list[str]) -> None:
+    node = _schema_at(spec, schema)
+    for candidate in (node, _schema_at(spec, node.get("items"))):
+        values = candidate.get("enum")
+        if isinstance(values, list):
+            out.extend(v for v in values[:ENUM_VALUES] if isinstance(v, str))
+
+
+def values_text(spec: ApiSpec, op: Operation) -> str:
+    """Enum values of parameters and body properties: what the API calls things ("TXT", "always_use_https")."""
+    out: list[str] = []
+    for p in op.params:
+        if p.name != "body":
+            _enum_values(spec, p.schema, out)
+    if op.body is not None and op.body.schema:
+        body = _schema_at(spec, op.body.schema)
+        variants = [body] + [_schema_at(spec, v) for v in (body.get("oneOf") or body.get("anyOf") or [])[:20]]
+        for variant in variants:
+            props = variant.get("properties")
+            if isinstance(props, dict):
+                for prop in list(props.values())[:BODY_PROPERTIES]:
+                    _enum_values(spec, prop, out)
+    return " ".join(dict.fromkeys(v.replace("_", " ") for v in out))
+
+
+def body_text(spec: ApiSpec, op: Operation) -> str:
+    """Request-body property names and the start of their descriptions (indexed at a low weight)."""
+    words: list[str] = []
+    for p in op.params:
+        if p.location in ("body", "form") and p.name != "body" and p.description:
+            words.append(p.description[:120])
+    if op.body is not None and not op.body.flattened and op.body.schema:
+        props = _schema_at(spec, op.body.schema).get("properties")
+        if isinstance(props, dict):
+            for name, prop in list(props.items())[:BODY_PROPERTIES]:
+                words.append(str(name).replace("_", " "))
+                desc = prop.get("description") if isinstance(prop, dict) else None
+                if isinstance(desc, str):
+                    words.append(desc[:120])
+    return " ".join(words)
+
+
 class SearchIndex:
     """Ranked search over ``spec``. Construction builds BM25 only (milliseconds).
 
     ``embedder``: ``"auto"`` uses the installed embedding model if there is one,
     ``None`` disables semantic ranking, or pass any :class:`~codemode._embed.Embedder`.
-    Semantic ranking starts once :meth:`load_embeddings` has run.
+    Semantic ranking starts once :meth:`load_embeddings` has run; a build reports to
+    ``progress``. ``no_match_cosine`` overrides the embedder's calibrated threshold.
     """
 
     def __init__(
-        self, spec: ApiSpec, *, embedder: Embedder | Literal["auto"] | None = "auto", cache_dir: Path | None = None
+        self,
+        spec: ApiSpec,
+        *,
+        embedder: Embedder | Literal["auto"] | None = "auto",
+        cache_dir: Path | None = None,
+        progress: Reporter | None = None,
+        no_match_cosine: float | None = None,
     ) -> None:
         self.spec = spec
         self._ops = spec.operations
@@ -91,7 +181,11 @@ class SearchIndex:
         self._embedder: Embedder | None = None
         self._matrix: Any = None  # numpy (n, d) once loaded
         self._cache_dir = cache_dir
+        self._progress = progress
+        self._no_match_cosine = no_match_cosine
         self._embed_lock = threading.Lock()
+        self._state: SemanticState = "off" if embedder is None else "building"
+        self._build_event: ProgressEvent | None = None
         self._tf: list[dict[str, float]] = []
         self._len: list[float] = []
         df: Counter[str] = Counter()
@@ -115,11 +209,44 @@ class SearchIndex:
                 self._postings[t].append(i)
         self._syn = {_stem(k): tuple(_stem(v) for v in vs) for k, vs in SYNONYMS.items()}
         self._intent = {_stem(k): v for k, v in INTENTS.items()}
+        self._surface: dict[str, str] = {}  # stem -> the shortest word seen in names and summaries
+        for op in self._ops:
+            for w in _WORD.findall(f"{op.summary} {op.name.replace('_', ' ')}"):
+                low = w.lower()
+                stem = _stem(low)
+                if len(low) <= MAX_WORD and (stem not in self._surface or len(low) < len(self._surface[stem])):
+                    self._surface[stem] = low
+        self._by_path: dict[str, list[Operation]] = defaultdict(list)
+        for op in self._ops:
+            self._by_path[op.path].append(op)
 
+    # -- the semantic ranker ------------------------------------------------------------------
     @property
     def semantic(self) -> bool:
         """Whether the embedding ranker is in use (its operation embeddings are loaded)."""
         return self._matrix is not None
+
+    @property
+    def embedder(self) -> Embedder | None:
+        """The embedding model in use, once the embeddings are loaded."""
+        return self._embedder
+
+    @property
+    def semantic_state(self) -> SemanticState:
+        """``ready``; ``building`` (not loaded yet); ``off`` (not installed or turned off); ``failed``."""
+        return self._state
+
+    @property
+    def semantic_progress(self) -> float | None:
+        """The fraction of the embedding build done, while one runs."""
+        event = self._build_event
+        return event.fraction if event is not None and not event.finished else None
+
+    def emit(self, event: ProgressEvent) -> None:
+        """Progress of our own embedding build: remembered, and passed on to ``progress``."""
+        self._build_event = event
+        if self._progress is not None:
+            self._progress.emit(event)
 
     def load_embeddings(self, *, background: bool = False) -> bool:
         """Load or compute the operation embeddings; blocking unless ``background``.
@@ -138,18 +265,24 @@ class SearchIndex:
 
                 emb = default_embedder() if self._embedder_arg == "auto" else self._embedder_arg
                 if emb is None or isinstance(emb, str):
-                    self._embedder_arg = None
+                    self._embedder_arg, self._state = None, "off"
                     return False
-                matrix = operation_matrix(self.spec, emb, self._cache_dir)
+                matrix = operation_matrix(self.spec, emb, self._cache_dir, progress=self)
             except Exception as exc:  # noqa: BLE001 - the optional ranker must never break search
                 log.warning("semantic search disabled: %s: %s", type(exc).__name__, exc)
-                self._embedder_arg = None
+                self._embedder_arg, self._state = None, "failed"
                 return False
-            self._embedder, self._matrix = emb, matrix
+            self._embedder, self._matrix, self._state = emb, matrix, "ready"
             return True
 
-    @staticmethod
-    def _fields(op: Operation) -> Iterable[tuple[str, str]]:
+    @property
+    def no_match_cosine(self) -> float:
+        if self._no_match_cosine is not None:
+            return self._no_match_cosine
+        return float(getattr(self._embedder, "no_match_cosine", -1.0))
+
+    # -- BM25 -----------------------------------------------------------------------------------
+    def _fields(self, op: Operation) -> Iterable[tuple[str, str]]:
         yield "name", f"{op.group} {op.name} {snake(op.operation_id or '')}".replace("_", " ")
         yield "summary", op.summary
         yield "path", " ".join(s for s in op.path.split("/") if s and "{" not in s).replace("_", " ")
@@ -161,8 +294,10 @@ class SearchIndex:
         if resp is not None:
             names += referenced_names(resp.schema)
         yield "schemas", " ".join(names[:6])
+        yield "body", body_text(self.spec, op)
+        yield "values", values_text(self.spec, op)
 
-    def _score(self, terms: dict[str, float], candidates: Iterable[int] | None = None) -> dict[int, float]:
+    def _score(self, terms: dict[str, float]) -> dict[int, float]:
         scores: dict[int, float] = defaultdict(float)
         for term, qw in terms.items():
             idf = self._idf.get(term)
@@ -177,7 +312,7 @@ class SearchIndex:
     def query_terms(self, query: str) -> tuple[dict[str, float], set[str]]:
         terms: dict[str, float] = {}
         methods: set[str] = set()
-        for tok in tokenize(query):
+        for tok in tokenize(query[:MAX_QUERY_CHARS]):
             terms[tok] = max(terms.get(tok, 0.0), 1.0)
             for syn in self._syn.get(tok, ()):
                 if syn != tok:
@@ -185,6 +320,11 @@ class SearchIndex:
             methods.update(self._intent.get(tok, ()))
         return terms, methods
 
+    def known_words(self, query: str) -> list[str]:
+        """The query's words (stemmed) that occur in this spec's index."""
+        return [t for t in dict.fromkeys(tokenize(query[:MAX_QUERY_CHARS])) if t in self._idf]
+
+    # -- search ---------------------------------------------------------------------------------
     def search(
         self,
         query: str,
@@ -194,32 +334,57 @@ class SearchIndex:
         path_prefix: str | None = None,
         limit: int = 8,
     ) -> list[Hit]:
-        terms, methods = self.query_terms(query)
+        """Ranked hits; ``[]`` when nothing matches. A filter alone lists its operations in spec order."""
+        query = query[:MAX_QUERY_CHARS]
         allowed = self._filter(tag, method, path_prefix)
-        semantic = self._matrix is not None and bool(query.strip())
-        if not terms and not semantic:  # a filter-only query lists in spec order
+        if not query.strip():
             return [Hit(self._ops[i], 0.0) for i in allowed][:limit] if (tag or method or path_prefix) else []
+        terms, methods = self.query_terms(query)
         scores = self._score(terms)
         if methods:
             for i in scores:
                 if self._ops[i].method in methods:
                     scores[i] *= 1 + METHOD_BOOST
         allowed_set = set(allowed)
+        scores = {i: s for i, s in scores.items() if i in allowed_set}
+        semantic = self._matrix is not None and bool(allowed)
         if semantic:
-            scores = self._fuse(query, scores, allowed)
-        ranked = sorted((i for i in scores if i in allowed_set), key=lambda i: (-scores[i], i))
-        return [Hit(self._ops[i], round(scores[i], 4 if semantic else 3)) for i in ranked[:limit]]
+            scores = self._fuse(query, terms, scores, allowed)
+        ranked = sorted(scores, key=lambda i: (-scores[i], i))
+        return [Hit(self._ops[i], round(scores[i], 4)) for i in ranked[:limit]]
 
-    def _fuse(self, query: str, bm25: dict[int, float], allowed: list[int]) -> dict[int, float]:
-        """Reciprocal-rank fusion of BM25 (matching ops only) and cosine similarity (all allowed ops)."""
-        assert self._embedder is not None
-        sims = self._matrix[allowed] @ self._embedder.encode([query])[0]
-        fused: dict[int, float] = defaultdict(float)
-        for rank, j in enumerate(sorted(range(len(allowed)), key=lambda j: -float(sims[j]))):
-            fused[allowed[j]] = 1.0 / (RRF_K + rank + 1)
-        for rank, i in enumerate(sorted(bm25, key=lambda i: (-bm25[i], i))):
-            fused[i] += 1.0 / (RRF_K + rank + 1)
+    def cosine(self, query: str, indices: list[int] | None = None) -> Any:
+        """Cosine similarity of ``query`` with the operations (all, or ``indices``); needs the embeddings."""
+        assert self._embedder is not None and self._matrix is not None
+        q = self._embedder.embed_query(query)
+        return (self._matrix if indices is None else self._matrix[indices]) @ q
+
+    def _fuse(
+        self, query: str, terms: dict[str, float], bm25: dict[int, float], allowed: list[int]
+    ) -> dict[int, float]:
+        """0.9 × min-max-normalised cosine + 0.1 × BM25 / best BM25, over the allowed operations.
+
+        Nothing when BM25 matched no word and the query has no content word (only stopwords,
+        symbols, emoji) or its best cosine is under the no-match threshold.
+        """
+        sims = self.cosine(query, allowed)
+        top, low = float(sims.max()), float(sims.min())
+        if not bm25 and (not terms or top < self.no_match_cosine):
+            return {}
+        span = (top - low) or 1.0
+        best = max(bm25.values(), default=0.0) or 1.0
+        fused = {i: FUSION_COSINE * (float(s) - low) / span for i, s in zip(allowed, sims, strict=True)}
+        for i, s in bm25.items():
+            fused[i] += FUSION_BM25 * s / best
         return fused
+
+    def closest(self, query: str, n: int = 3) -> list[Operation]:
+        """The operations nearest in meaning (semantic ranker only), whatever the threshold says."""
+        if self._matrix is None or not query.strip():
+            return []
+        sims = self.cosine(query[:MAX_QUERY_CHARS])
+        order = sorted(range(len(sims)), key=lambda i: -float(sims[i]))[:n]
+        return [self._ops[i] for i in order]
 
     def _filter(self, tag: str | None, method: str | None, path_prefix: str | None) -> list[int]:
         out = []
@@ -239,11 +404,35 @@ class SearchIndex:
             out.append(i)
         return out
 
+    # -- browsing, siblings, suggestions ------------------------------------------------------
+    def siblings(self, op: Operation) -> list[Operation]:
+        """The other operations on the same path (the GET/PUT/PATCH/DELETE of one resource)."""
+        return [o for o in self._by_path.get(op.path, ()) if o is not op]
+
+    def groups(self) -> list[Group]:
+        """The table of contents: tags with their operations (or groups, for a spec without tags)."""
+        by_tag: dict[str, list[Operation]] = defaultdict(list)
+        tagged = any(op.tags for op in self._ops)
+        for op in self._ops:
+            by_tag[(op.tags[0] if op.tags else "(untagged)") if tagged else op.group].append(op)
+        desc = self.spec.tag_descriptions
+        return [Group(name, desc.get(name, ""), tuple(ops)) for name, ops in by_tag.items()]
+
+    def has_tag(self, tag: str) -> bool:
+        return bool(self._filter(tag, None, None))
+
+    def close_tags(self, tag: str, n: int = 5) -> list[str]:
+        names = list(dict.fromkeys(t for op in self._ops for t in op.tags)) or list(
+            dict.fromkeys(op.group for op in self._ops)
+        )
+        lowered = {name.lower(): name for name in names}
+        return [lowered[m] for m in difflib.get_close_matches(tag.lower(), list(lowered), n=n, cutoff=0.5)]
+
     def suggest(self, query: str, n: int = 5) -> list[str]:
-        """Close vocabulary words and the biggest tags, for a query that matched nothing."""
-        vocab = list(self._idf)
+        """Words of this API close to the query's, then the biggest tags, for a query that matched nothing."""
+        vocab = list(self._surface)
         words: list[str] = []
-        for w in _WORD.findall(query):
-            words += difflib.get_close_matches(_stem(w.lower()), vocab, n=2, cutoff=0.7)
+        for stem in tokenize(query[:MAX_QUERY_CHARS])[:20]:
+            words += [self._surface[m] for m in difflib.get_close_matches(stem, vocab, n=2, cutoff=0.75)]
         tags = Counter(t for op in self._ops for t in op.tags[:1]).most_common(n)
         return list(dict.fromkeys(words))[:n] + [f"tag:{t}" for t, _ in tags]

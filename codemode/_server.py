@@ -15,12 +15,13 @@ from mcp_types import CallToolResult, EmptyResult, SetLevelRequestParams, TextCo
 from pydantic import Field
 
 from ._access import AccessHook, Caller
+from ._answer import answer_search
 from ._client import resolve_operation
 from ._credentials import Credentials
 from ._errors import CallError, ConfigError
 from ._execute import Executor
 from ._fills import ParamFills, apply_server_fills
-from ._format import format_execute, format_hits
+from ._format import format_execute
 from ._ir import ApiSpec
 from ._progress import ProgressHub, Reporter
 from ._render import describe_operation, render_schema
@@ -115,7 +116,7 @@ class CodemodeServer:
     def _build_index(self) -> None:
         with self._index_lock:  # one index per server, whichever thread asks first
             if self._index is None:
-                self._index = SearchIndex(self.spec)
+                self._index = SearchIndex(self.spec, progress=self.progress)
         self._index_ready.set()
 
     def _build_index_and_embeddings(self) -> None:
@@ -235,17 +236,11 @@ class CodemodeServer:
         if detail:
             return self._detail(detail.strip(), caller)
         n = min(limit or cfg.default_limit, cfg.max_limit)
-        hits = self.index.search(query, tag=tag, method=method, path_prefix=path_prefix, limit=n)
-        suggestions = [] if hits else self.index.suggest(query)
-        text = format_hits(
-            self.spec,
-            query,
-            [h.operation for h in hits],
-            budget_tokens=cfg.max_response_tokens,
-            suggestions=suggestions,
-            denial=caller.denial if caller is not None else None,
-        )
-        return _result(text, False)
+        answer = answer_search(
+            self.index, query, tag=tag, method=method, path_prefix=path_prefix, limit=n,
+            budget_tokens=cfg.max_response_tokens, denial=caller.denial if caller is not None else None,
+        )  # fmt: skip
+        return _result(answer.text, answer.is_error)
 
     def _detail(self, target: str, caller: Caller | None) -> CallToolResult:
         budget = self.settings.search.detail_tokens * 4
