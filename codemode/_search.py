@@ -6,8 +6,8 @@ Two rankers:
   parameter names, schema names, and at low weights request-body property names and
   descriptions, and the enum values of parameters and properties) with Snowball stemming,
   plus two pieces of policy kept as data (:mod:`codemode._vocabulary`): synonyms from how
-  users speak to how APIs are written, and task verbs that favour HTTP methods. Built in the constructor (milliseconds to a
-  few hundred for the biggest specs); always there.
+  users speak to how APIs are written, and task verbs that favour HTTP methods. Built in
+  the constructor (milliseconds to a few hundred for the biggest specs); always there.
 * **Semantic**: cosine similarity of sentence embeddings (:mod:`codemode._embed`), when
   the optional model is installed. :meth:`SearchIndex.load_embeddings` reads them from
   the disk cache or computes them once per spec; until then search is BM25 alone and
