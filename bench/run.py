@@ -89,32 +89,7 @@ def sandbox_section(quick: bool) -> str:
 
 def search_eval_section(_quick: bool) -> str:
     mod = importlib.import_module("search_eval")
-    rankers = ["bm25"]
-    try:
-        from codemode._embed import default_embedder
-
-        if default_embedder() is not None:
-            rankers.append("hybrid")
-    except ImportError:
-        pass
-    results = {r: mod.evaluate(r) for r in rankers}
-    head = "| spec | queries | " + " | ".join(f"{r} recall@1 / @5 | {r} p50 ms" for r in rankers) + " |"
-    lines = [head, "|---|---:|" + "---:|---:|" * len(rankers)]
-    for i, row in enumerate(results["bm25"]):
-        cells = [
-            f"{results[r][i]['r1']:.2f} / {results[r][i]['r5']:.2f} | {results[r][i]['p50_ms']:.2f}" for r in rankers
-        ]
-        lines.append(f"| {row['spec']} | {row['n']} | " + " | ".join(cells) + " |")
-    total = sum(int(r["n"]) for r in results["bm25"])
-    overall = []
-    for r in rankers:
-        w1 = sum(float(x["r1"]) * int(x["n"]) for x in results[r]) / total
-        w5 = sum(float(x["r5"]) * int(x["n"]) for x in results[r]) / total
-        overall.append(f"**{w1:.2f} / {w5:.2f}** | ")
-    lines.append(f"| **overall** | {total} | " + " | ".join(overall) + " |")
-    if len(rankers) == 1:
-        lines.append("\n_hybrid not measured: the optional embedding model is not installed._")
-    return "\n".join(lines)
+    return str(mod.section())
 
 
 def spec_section(quick: bool) -> str:

