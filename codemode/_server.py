@@ -37,30 +37,24 @@ log = logging.getLogger("codemode.server")
 Transport = Literal["stdio", "sse", "http"]
 
 SEARCH_DESCRIPTION = """\
-Find the operations of the {title} API ({n} operations) for a task. Returns compact typed Python \
-signatures, each beside its HTTP method and path. Use them inside `execute`.
-- query: what you want to do, in plain words ("create a DNS record").
-- tag / method / path_prefix: optional filters.
-- detail: "api.<group>.<name>" (or an operationId, or "GET /path") for one operation's full \
-parameters and request/response types; "schema:<Name>" for one type.
-- code: Python run in the sandbox with a read-only `spec` (spec.operations: list of dicts with \
-name, method, path, summary, tags, params; spec.schema(name); spec.schemas); set `result`."""
+Find operations of the {title} API ({n} operations) for a task: typed Python signatures beside \
+METHOD /path, to call in `execute`. query: the task in plain words; no query: a table of contents. \
+tag, method, path_prefix: filters. detail: "api.<group>.<name>", an operationId or "GET /path" for \
+full types; "schema:<Name>" for one type. code: Python given a read-only `spec` (spec.operations, \
+spec.schema(name)), for questions a ranking cannot answer; set `result`."""
 
 EXECUTE_DESCRIPTION = """\
-Run Python in an isolated sandbox whose only capability is `api`, a typed client of the {title} \
-API. Call operations as `api.<group>.<name>(...)` exactly as `search` shows them, or \
-`api.call("operationId" or "METHOD /path", **kwargs)`. Calls are synchronous and return parsed JSON. \
-A failed call raises `ApiError` (.status, .body, .operation); catch it with try/except. \
-`print()` output and the JSON value of a variable named `result` are returned, with a log of the \
-calls made. Files are passed as {{"filename", "content_base64"}}. No files, network, env or secrets; \
-credentials are added by the server. Stdlib only: \
-json, re, math, datetime, collections, itertools, statistics… \
-dry_run=true answers every call with a schema-shaped stand-in and touches nothing."""
+Run Python in a sandbox whose one capability is `api`, a typed client of the {title} API. Call \
+`api.<group>.<name>(...)` as `search` shows, or `api.call("operationId" or "METHOD /path", **kw)`: \
+synchronous, returns parsed JSON; a failed call raises `ApiError` (.status, .body). You get print() \
+output, the variable `result` and a call log. Files: {{"filename", "content_base64"}}. No files, \
+network or secrets: the server adds credentials. Stdlib only. dry_run: stand-in responses, no \
+upstream calls."""
 
 INSTRUCTIONS = """\
 This server exposes the {title} API ({n} operations) through two tools.
 1. search(query) finds operations and shows them as typed Python signatures, \
-e.g. `api.pets.get(pet_id: int) -> Pet  # GET /pets/{{pet_id}}`. \
+e.g. `api.pets.get(pet_id: int) -> Pet  # GET /pets/{{pet_id}}`; search() with no query lists the tags. \
 Use search(detail="api.pets.get") for full parameter and response types.
 2. execute(code) runs your Python with `api` bound to this API: do the whole task in one \
 program (loops, filtering, joining results), print what matters or set `result`.
@@ -207,6 +201,10 @@ class CodemodeServer:
             annotations=ToolAnnotations(read_only_hint=read_only, destructive_hint=not read_only, open_world_hint=True),
             structured_output=False,
         )
+        for tool in ("search", "execute"):
+            registered = mcp._tool_manager.get_tool(tool)
+            if registered is not None:
+                compact_schema(registered.parameters)
         # logging/setLevel for handshake-era clients (2025-06-18/11-25): accept and record the level. The server
         # sends no log notifications; the SDK keeps this method off the 2026-07-28 surface (SEP-2577).
         mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, self._set_log_level)
@@ -219,7 +217,7 @@ class CodemodeServer:
     # -- the tools -----------------------------------------------------------------------------
     async def search(
         self,
-        query: Annotated[str, Field(description="the task, in plain words")] = "",
+        query: str = "",
         tag: str | None = None,
         method: str | None = None,
         path_prefix: str | None = None,
@@ -261,8 +259,8 @@ class CodemodeServer:
 
     async def execute(
         self,
-        code: Annotated[str, Field(description="Python to run; use `api`, print(), and `result`")],
-        dry_run: Annotated[bool, Field(description="stand-in responses, no upstream calls")] = False,
+        code: str,
+        dry_run: bool = False,
     ) -> CallToolResult:
         report = await self.executor().execute(code, dry_run=dry_run, caller=self.caller())
         text, is_error = format_execute(report, max_chars=self.settings.execute.max_response_chars)
@@ -290,6 +288,28 @@ class CodemodeServer:
                 "streamable-http", host=host, port=port, stateless_http=stateless, json_response=stateless,
                 transport_security=security,
             )  # fmt: skip
+
+
+def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Shrink a generated input schema in place, meaning unchanged for a client: no ``title`` keys,
+    and an optional ``X | None = None`` parameter shown as plain ``X`` (omitting it means None).
+
+    ``tools/list`` is paid on every turn of every conversation; this saves ~100 tokens.
+    """
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+        options = prop.get("anyOf")
+        if (
+            isinstance(options, list)
+            and len(options) == 2
+            and {"type": "null"} in options
+            and prop.get("default", 0) is None
+        ):
+            (kept,) = [o for o in options if o != {"type": "null"}]
+            del prop["anyOf"], prop["default"]
+            prop.update(kept)
+    return schema
 
 
 def transport_security(host: str, port: int, allowed_hosts: tuple[str, ...]) -> TransportSecuritySettings:
