@@ -216,6 +216,7 @@ class SearchIndex:
                 stem = _stem(low)
                 if len(low) <= MAX_WORD and (stem not in self._surface or len(low) < len(self._surface[stem])):
                     self._surface[stem] = low
+        self._every = list(range(len(self._ops)))
         self._by_path: dict[str, list[Operation]] = defaultdict(list)
         for op in self._ops:
             self._by_path[op.path].append(op)
@@ -268,6 +269,9 @@ class SearchIndex:
                     self._embedder_arg, self._state = None, "off"
                     return False
                 matrix = operation_matrix(self.spec, emb, self._cache_dir, progress=self)
+                prepare = getattr(emb, "prepare", None)
+                if callable(prepare):
+                    prepare()  # the query session, so the first query does not pay for it
             except Exception as exc:  # noqa: BLE001 - the optional ranker must never break search
                 log.warning("semantic search disabled: %s: %s", type(exc).__name__, exc)
                 self._embedder_arg, self._state = None, "failed"
@@ -345,11 +349,11 @@ class SearchIndex:
             for i in scores:
                 if self._ops[i].method in methods:
                     scores[i] *= 1 + METHOD_BOOST
-        allowed_set = set(allowed)
-        scores = {i: s for i, s in scores.items() if i in allowed_set}
-        semantic = self._matrix is not None and bool(allowed)
-        if semantic:
-            scores = self._fuse(query, terms, scores, allowed)
+        if len(allowed) < len(self._ops):
+            allowed_set = set(allowed)
+            scores = {i: s for i, s in scores.items() if i in allowed_set}
+        if self._matrix is not None and allowed:
+            return self._fused_top(query, terms, scores, allowed, limit)
         ranked = sorted(scores, key=lambda i: (-scores[i], i))
         return [Hit(self._ops[i], round(scores[i], 4)) for i in ranked[:limit]]
 
@@ -359,24 +363,31 @@ class SearchIndex:
         q = self._embedder.embed_query(query)
         return (self._matrix if indices is None else self._matrix[indices]) @ q
 
-    def _fuse(
-        self, query: str, terms: dict[str, float], bm25: dict[int, float], allowed: list[int]
-    ) -> dict[int, float]:
-        """0.9 × min-max-normalised cosine + 0.1 × BM25 / best BM25, over the allowed operations.
+    def _fused_top(
+        self, query: str, terms: dict[str, float], bm25: dict[int, float], allowed: list[int], limit: int
+    ) -> list[Hit]:
+        """0.9 × min-max-normalised cosine + 0.1 × BM25 / best BM25 over the allowed operations, best first.
 
         Nothing when BM25 matched no word and the query has no content word (only stopwords,
         symbols, emoji) or its best cosine is under the no-match threshold.
         """
-        sims = self.cosine(query, allowed)
+        import numpy as np
+
+        every = len(allowed) == len(self._ops)
+        sims = self.cosine(query, None if every else allowed)
         top, low = float(sims.max()), float(sims.min())
         if not bm25 and (not terms or top < self.no_match_cosine):
-            return {}
-        span = (top - low) or 1.0
-        best = max(bm25.values(), default=0.0) or 1.0
-        fused = {i: FUSION_COSINE * (float(s) - low) / span for i, s in zip(allowed, sims, strict=True)}
-        for i, s in bm25.items():
-            fused[i] += FUSION_BM25 * s / best
-        return fused
+            return []
+        fused = (sims - low) * (FUSION_COSINE / ((top - low) or 1.0))
+        if bm25:
+            pos = {i: j for j, i in enumerate(allowed)} if not every else None
+            best = max(bm25.values()) or 1.0
+            for i, s in bm25.items():
+                fused[i if pos is None else pos[i]] += FUSION_BM25 * s / best
+        k = min(limit, len(allowed))
+        part = np.argpartition(-fused, k - 1)[:k] if k < len(allowed) else np.arange(len(allowed))
+        order = sorted(part.tolist(), key=lambda j: (-float(fused[j]), allowed[j]))
+        return [Hit(self._ops[allowed[j]], round(float(fused[j]), 4)) for j in order]
 
     def closest(self, query: str, n: int = 3) -> list[Operation]:
         """The operations nearest in meaning (semantic ranker only), whatever the threshold says."""
@@ -387,6 +398,8 @@ class SearchIndex:
         return [self._ops[i] for i in order]
 
     def _filter(self, tag: str | None, method: str | None, path_prefix: str | None) -> list[int]:
+        if not (tag or method or path_prefix):
+            return self._every
         out = []
         tag_l = tag.lower() if tag else None
         m = method.lower() if method else None
