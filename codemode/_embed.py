@@ -286,7 +286,7 @@ class OnnxEmbedder:
                         out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
                     out[idx] = vecs
         finally:
-            del session
+            session = None  # the build session goes; the query session is made on demand
             _release_memory()
         assert out is not None
         return out

@@ -47,7 +47,8 @@ async def test_tools_list_and_instructions_fit(path: Path) -> None:
     assert approx_tokens(text) <= TOOLS_LIST_TOKENS, approx_tokens(text)
     assert approx_tokens(server.mcp.instructions or "") <= INSTRUCTIONS_TOKENS
     search = next(t for t in tools if t.name == "search")
-    assert set(search.input_schema["properties"]) == {"query", "tag", "method", "path_prefix", "detail", "code", "limit"}
+    names = {"query", "tag", "method", "path_prefix", "detail", "code", "limit"}
+    assert set(search.input_schema["properties"]) == names
     assert "title" not in json.dumps(search.input_schema)
 
 
