@@ -24,6 +24,7 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._progress import TerminalReporter
     from .._server import CodemodeServer
 
     source, settings = source_and_settings(args)
@@ -32,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     if len(spec.warnings) > 5:
         print(f"warning: …and {len(spec.warnings) - 5} more (codemode inspect SPEC lists them)", file=sys.stderr)
-    server = CodemodeServer(spec, settings)
+    # Slow background steps (the isolate's first build, a spec's first embeddings) report on stderr:
+    # a bar on a terminal, plain lines in a client's log file.
+    server = CodemodeServer(spec, settings, progress=TerminalReporter())
     startup_done()
     if args.transport != "stdio":
         path = "/sse" if args.transport == "sse" else "/mcp"
