@@ -1,17 +1,22 @@
 # codemode-mcp. The two commands of the README:
-#   make run    set everything up and serve the bundled Petstore spec on http://127.0.0.1:8000/mcp
+#   make run    set everything up and run the OAuth portal (embedded SQLite) serving the bundled servers
+#               (portal.toml) on http://127.0.0.1:8000: /mcp/<name>, /sse/<name>, sign-in and consent
 #   make test   set everything up (incl. test upstreams and Node 22 tools) and run every check
+# `make stdio` / `make serve` run the plain engine (one spec, no OAuth) over stdio / streamable HTTP.
 SHELL := /bin/bash
 PY := .venv/bin/python
 SPEC ?= specs/petstore3-openapi.yaml
 PORT ?= 8000
 
-.PHONY: setup run stdio test lint typecheck bench setup-test
+.PHONY: setup run serve stdio test lint typecheck bench setup-test
 
 setup:
 	@bash scripts/setup.sh
 
 run: setup
+	.venv/bin/codemode portal --config portal.toml --port $(PORT)
+
+serve: setup
 	.venv/bin/codemode serve $(SPEC) --transport http --port $(PORT)
 
 stdio: setup

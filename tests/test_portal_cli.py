@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -132,3 +133,50 @@ def test_parse_since() -> None:
     assert parse_since(None, 100_000.0) == 100_000.0 - 86_400
     with pytest.raises(Exception, match="duration"):
         parse_since("yesterday", 0)
+
+
+def test_codemode_portal_runs_the_bundled_config(tmp_path: Path) -> None:
+    """What `make run` does: the bundled portal.toml, a banner with the servers, their scopes and the
+    first-start admin password, then /healthz and sign-in with that password."""
+    import re
+    import signal
+
+    import httpx
+    from upstreams import free_port
+
+    root = Path(__file__).resolve().parents[1]
+    port = free_port()
+    db = f"sqlite:///{tmp_path / 'portal.db'}"
+    log = tmp_path / "portal.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([CODEMODE, "portal", "--config", str(root / "portal.toml"), "--port", str(port),
+                                 "--database-url", db], stdout=out, stderr=out, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2, trust_env=False)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+        assert set(health.json()["servers"]) == {"petstore", "httpbin"}
+        banner = log.read_text()
+        assert f"issuer http://127.0.0.1:{port}" in banner
+        assert f"http://127.0.0.1:{port}/mcp/petstore" in banner and "petstore:read petstore:write" in banner
+        password = re.search(r"created user 'admin' with password (\S+)", banner)
+        assert password is not None
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
+            page = http.get("/login")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert csrf is not None
+            ok = http.post("/login", data={"username": "admin", "password": password.group(1),
+                                           "csrf": csrf.group(1), "next": "/account"})
+            assert ok.status_code == 303
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    second = subprocess.run([CODEMODE, "portal", "user", "list", "--config", str(root / "portal.toml"),
+                             "--database-url", db], capture_output=True, text=True, timeout=60)
+    assert second.stdout.startswith("admin\tadmin\t")

@@ -100,6 +100,9 @@ def test_the_wheel_ships_the_portal_as_codemode_portal(tmp_path: Path) -> None:
         "codemode_portal/_store/migrations/env.py",
         "codemode_portal/_store/migrations/script.py.mako",
         "codemode_portal/_store/migrations/versions/v0001_initial.py",
+        "codemode_portal/templates/consent.html",
+        "codemode_portal/static/portal.css",
+        "codemode_portal/_oauth/_grants.py",
     ):
         assert needed in names
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()

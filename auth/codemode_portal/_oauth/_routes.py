@@ -1,0 +1,245 @@
+"""HTTP endpoints of the authorization server (Starlette), running authlib on worker threads.
+
+``/authorize`` (GET shows sign-in or consent, POST is the consent decision), ``/token``,
+``/revoke``, ``/register`` and RFC 8414 metadata. Every error is RFC 6749 §5.2 JSON, or an
+error redirect to a verified redirect URI (with ``state`` and RFC 9207 ``iss``), or an error
+page when the client or its redirect URI cannot be trusted. No stack trace ever leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import anyio
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2.base import OAuth2Error
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from .._scopes import ServerScopes
+from .._store import User
+from .._web import Web, read_form
+from ._clients import MetadataProblem
+from ._requests import OAuthResponse, PortalJsonRequest, PortalRequest
+from ._server import PortalAuthorizationServer
+
+__all__ = ["as_metadata", "oauth_routes"]
+
+log = logging.getLogger("codemode.portal.oauth")
+MAX_QUERY = 16_000
+MAX_JSON = 64_000
+CONSENT_FIELDS = ("csrf", "decision", "grant_scope")
+JSON_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def as_metadata(server: PortalAuthorizationServer) -> dict[str, Any]:
+    ctx = server.ctx
+    issuer = ctx.issuer
+    methods = ["none", "client_secret_basic", "client_secret_post"]
+    meta: dict[str, Any] = {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/authorize",
+        "token_endpoint": f"{issuer}/token",
+        "revocation_endpoint": f"{issuer}/revoke",
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_methods_supported": methods,
+        "revocation_endpoint_auth_methods_supported": methods,
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": ctx.scopes_supported(),
+        "authorization_response_iss_parameter_supported": True,
+        "client_id_metadata_document_supported": True,
+        "service_documentation": f"{issuer}/",
+    }
+    if ctx.settings.dynamic_registration:
+        meta["registration_endpoint"] = f"{issuer}/register"
+    return meta
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers={**JSON_HEADERS, **(headers or {})})
+
+
+def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    return _json(status, {"error": error, "error_description": description})
+
+
+def oauth_routes(web: Web, server: PortalAuthorizationServer, titles: Callable[[str], str]) -> list[BaseRoute]:
+    ctx = server.ctx
+    issuer = ctx.issuer
+
+    def to_response(result: OAuthResponse, *, authorize: bool = False) -> Response:
+        location = result.location
+        if location is not None:
+            if authorize:  # RFC 9207: every authorization response names the issuer
+                location = add_params_to_uri(location, [("iss", issuer)])
+            return RedirectResponse(location, status_code=302, headers={"Cache-Control": "no-store"})
+        headers = {k: v for k, v in result.headers if k.lower() != "content-type"}
+        return _json(result.status, result.body if isinstance(result.body, dict) else {}, headers)
+
+    async def run(fn: Callable[[], OAuthResponse]) -> OAuthResponse:
+        return await anyio.to_thread.run_sync(fn)
+
+    def request_for(request: Request, pairs: list[tuple[str, str]], *, form: bool, user: User | None) -> PortalRequest:
+        req = PortalRequest(request.method, f"{issuer}{request.url.path}", request.headers, pairs, form=form)
+        req.user = user
+        req.portal_address = web.address(request)
+        return req
+
+    # -- /authorize ----------------------------------------------------------------------
+    def validate(req: PortalRequest) -> Any:
+        """authlib's consent validation; raises OAuth2Error (redirectable or not)."""
+        client_id = req.payload.client_id
+        if client_id:
+            server.lookup_client(client_id, fresh=True)  # fetch a metadata document now (MetadataProblem)
+        return server.get_consent_grant(req, end_user=req.user)
+
+    async def authorize_error(request: Request, exc: OAuth2Error | MetadataProblem) -> Response:
+        session = await web.sessions.load(request)
+        if isinstance(exc, OAuth2Error) and exc.redirect_uri:
+            status, _, headers = exc()
+            return to_response(OAuthResponse(status, "", list(headers)), authorize=True)
+        if isinstance(exc, MetadataProblem):
+            message = f"The application's metadata document cannot be used: {exc}."
+        else:
+            message = f"{exc.error}: {exc.get_error_description() or 'the request is not valid.'}"
+        return web.error(session, 400, "This authorization request cannot be used", message,
+                         "Nothing was shared with the application. Go back to it and try again.")  # fmt: skip
+
+    async def authorize_page(request: Request) -> Response:
+        if len(request.url.query) > MAX_QUERY:
+            session = await web.sessions.load(request)
+            return web.error(session, 414, "Request too long", "The authorization request is too long.")
+        session = await web.sessions.load(request)
+        pairs = [(k, v) for k, v in request.query_params.multi_items()]
+        req = request_for(request, pairs, form=False, user=session.user)
+        try:
+            grant = await anyio.to_thread.run_sync(validate, req)
+        except (OAuth2Error, MetadataProblem) as exc:
+            return await authorize_error(request, exc)
+        if session.user is None:
+            target = "/authorize?" + urlencode(pairs)
+            return web.sessions.attach(
+                RedirectResponse("/login?" + urlencode({"next": target}), status_code=303,
+                                 headers={"Cache-Control": "no-store"}), session)  # fmt: skip
+        return consent_page(session, req, grant, pairs)
+
+    def consent_page(session: Any, req: PortalRequest, grant: Any, pairs: list[tuple[str, str]]) -> Response:
+        assert req.portal_server is not None
+        catalogue: ServerScopes = ctx.servers[req.portal_server]
+        infos = {i.name: i for i in catalogue.infos}
+        scopes = [
+            {"name": s, "description": infos[s].description if s in infos else s, "required": s == catalogue.read}
+            for s in (catalogue.read, *[s for s in req.portal_requested if s != catalogue.read])
+        ]
+        client = req.client.record
+        redirect = urlsplit(grant.redirect_uri)
+        origin = f"{redirect.scheme}://{redirect.netloc}"
+        return web.render(
+            session, "consent.html", form_targets=[origin], title=f"Allow access to {req.portal_server}",
+            server_title=titles(req.portal_server), server=req.portal_server, resource=req.portal_resource,
+            client_name=client.name, client_id=client.client_id, client_kind=client.kind,
+            redirect_host=redirect.netloc, scopes=scopes, params=pairs,
+        )  # fmt: skip
+
+    async def authorize_decision(request: Request) -> Response:
+        session = await web.sessions.load(request)
+        pairs = await read_form(request)
+        if pairs is None:
+            return web.error(session, 400, "Bad request", "The consent form could not be read.")
+        form = dict(pairs)
+        if not web.sessions.csrf_ok(session, form.get("csrf")):
+            return web.error(session, 403, "Form expired", "The consent form expired or came from elsewhere.",
+                             "Nothing was shared. Go back to the application and start again.")  # fmt: skip
+        if session.user is None:
+            return web.error(session, 403, "Not signed in", "Sign in first, then start again from the application.")
+        params = [(k, v) for k, v in pairs if k not in CONSENT_FIELDS]
+        req = request_for(request, params, form=False, user=session.user)
+        approve = form.get("decision") == "approve"
+        chosen = [v for k, v in pairs if k == "grant_scope"]
+
+        def decide() -> OAuthResponse:
+            grant = validate(req)
+            if approve:
+                catalogue = ctx.servers[req.portal_server or ""]
+                allowed = set(req.portal_requested) | {catalogue.read}
+                req.portal_approved = tuple(dict.fromkeys([catalogue.read, *[s for s in chosen if s in allowed]]))
+            else:
+                assert req.user is not None
+                ctx.audit.record("consent_denied", user_id=req.user.id, client_id=req.payload.client_id[:2000],
+                                 server=req.portal_server, status="denied")  # fmt: skip
+            result: OAuthResponse = server.create_authorization_response(
+                req, grant_user=session.user if approve else None, grant=grant
+            )
+            return result
+
+        try:
+            result = await run(decide)
+        except (OAuth2Error, MetadataProblem) as exc:
+            return await authorize_error(request, exc)
+        return to_response(result, authorize=True)
+
+    # -- /token, /revoke, /register ------------------------------------------------------
+    async def form_pairs(request: Request) -> list[tuple[str, str]] | JSONResponse:
+        pairs = await read_form(request)
+        if pairs is None:
+            return _oauth_error(400, "invalid_request", "Send application/x-www-form-urlencoded parameters.")
+        dup = {k for k, _ in pairs if sum(1 for k2, _ in pairs if k2 == k) > 1} - {"resource"}
+        if dup:
+            return _oauth_error(400, "invalid_request", f"Repeated parameter: {sorted(dup)[0][:50]}.")
+        return pairs
+
+    async def token(request: Request) -> Response:
+        pairs = await form_pairs(request)
+        if isinstance(pairs, JSONResponse):
+            return pairs
+        req = request_for(request, pairs, form=True, user=None)
+        return to_response(await run(lambda: server.create_token_response(req)))
+
+    async def revoke(request: Request) -> Response:
+        pairs = await form_pairs(request)
+        if isinstance(pairs, JSONResponse):
+            return pairs
+        req = request_for(request, pairs, form=True, user=None)
+        return to_response(await run(lambda: server.create_endpoint_response("revocation", req)))
+
+    async def register(request: Request) -> Response:
+        if not ctx.settings.dynamic_registration:
+            return _oauth_error(404, "invalid_request", "Dynamic client registration is turned off.")
+        ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype != "application/json":
+            return _oauth_error(400, "invalid_client_metadata", "Send the client metadata as application/json.")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_JSON:
+                return _oauth_error(413, "invalid_client_metadata", "The client metadata is too large.")
+        try:
+            data = json.loads(bytes(body))
+        except (ValueError, RecursionError):
+            return _oauth_error(400, "invalid_client_metadata", "The client metadata is not valid JSON.")
+        req = PortalJsonRequest("POST", f"{issuer}/register", request.headers, data, web.address(request))
+        return to_response(await run(lambda: server.create_endpoint_response("client_registration", req)))
+
+    async def metadata(request: Request) -> Response:
+        return JSONResponse(as_metadata(server), headers={"Cache-Control": "public, max-age=300",
+                                                          "Access-Control-Allow-Origin": "*"})  # fmt: skip
+
+    prefix = urlsplit(issuer).path.rstrip("/")
+    wellknown = ["/.well-known/oauth-authorization-server"]
+    if prefix:
+        wellknown.append(f"/.well-known/oauth-authorization-server{prefix}")
+    return [
+        Route("/authorize", authorize_page, methods=["GET"]),
+        Route("/authorize", authorize_decision, methods=["POST"]),
+        Route("/token", token, methods=["POST"]),
+        Route("/revoke", revoke, methods=["POST"]),
+        Route("/register", register, methods=["POST"]),
+        *[Route(p, metadata, methods=["GET"]) for p in wellknown],
+    ]
