@@ -184,14 +184,15 @@ def _release_memory() -> None:
 class OnnxEmbedder:
     """A BERT-style encoder in ONNX (CLS pooling), run by onnxruntime on the CPU.
 
-    Two uses, two thread layouts, never both loaded at once:
+    Two uses, two thread layouts, never both loaded in one process:
 
     * queries: one session with ``query_threads`` intra-op threads, created by
       :meth:`prepare`. Two (the default) cut a query from 4.5 to 3.2 ms on an idle 2-core
       machine, but spin-wait for each other: on cores other processes keep busy one thread
       is faster (``CODEMODE_QUERY_THREADS=1``);
-    * building: a temporary one-thread session, run on ``build_threads`` texts at a time
-      (10 s vs 20 s for Cloudflare's 1,533 operations), dropped when the build ends.
+    * building: a one-thread session run on ``build_threads`` texts at a time (10 s vs 20 s
+      for Cloudflare's 1,533 operations), in a child process (:mod:`codemode._embed_build`)
+      so the serving process never holds it; ``in_process_build`` builds here instead.
     """
 
     def __init__(
@@ -201,6 +202,7 @@ class OnnxEmbedder:
         *,
         build_threads: int | None = None,
         query_threads: int | None = None,
+        in_process_build: bool = False,
     ) -> None:
         from tokenizers import Tokenizer
 
@@ -208,7 +210,9 @@ class OnnxEmbedder:
         self.model_id = model.model_id
         self.no_match_cosine = model.no_match_cosine
         self._prefix = model.query_prefix
+        self._folder = folder
         self._model_path = folder / "model.onnx"
+        self._in_process_build = in_process_build
         cores = os.cpu_count() or 1
         self._build_threads = build_threads or max(1, min(2, cores))
         self._query_threads = query_threads or _env_threads() or max(1, min(2, cores))
@@ -262,10 +266,26 @@ class OnnxEmbedder:
             return list(self._tok.encode_batch(list(texts)))
 
     def embed_documents(self, texts: Sequence[str], progress: Step | None = None) -> NDArray[np.float32]:
+        """In a child process (:mod:`codemode._embed_build`) unless ``in_process_build``; in this one if that fails."""
         import numpy as np
 
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
+        if not self._in_process_build:
+            from ._embed_build import EmbedBuildError, build_in_child
+
+            done = progress.done if progress is not None else 0.0
+            try:
+                return build_in_child(self._folder, texts, progress)
+            except EmbedBuildError as exc:
+                log.warning("%s; embedding in this process instead", exc.message)
+                if progress is not None:
+                    progress.advance(done - progress.done)  # start the count again
+        return self._embed_here(texts, progress)
+
+    def _embed_here(self, texts: Sequence[str], progress: Step | None) -> NDArray[np.float32]:
+        import numpy as np
+
         encs = self._encode(texts, DOC_MAX_TOKENS)
         order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))  # similar lengths share a batch
         batches = [order[s : s + BATCH] for s in range(0, len(order), BATCH)]

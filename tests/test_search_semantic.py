@@ -112,3 +112,41 @@ def test_paraphrases_on_a_big_spec(tmp_path: Path) -> None:
     labels = [h.operation.label for h in index.search("is the server up?", limit=5)]
     assert "GET /__heartbeat__" in labels or "GET /__lbheartbeat__" in labels, labels
     assert index.search("xyzzyplugh") == []
+
+
+@needs_model
+def test_the_build_runs_in_a_child_process_and_reports_progress(tmp_path: Path) -> None:
+    from codemode._embed_build import build_in_child
+    from codemode._progress import step
+
+    folder = find_model()
+    assert folder is not None
+    events: list[tuple[str, float]] = []
+
+    class Rec:
+        def emit(self, event: object) -> None:
+            events.append((event.kind, event.done))  # type: ignore[attr-defined]
+
+    texts = ["Deletes a pet. DELETE pet", "Uploads an image. POST pet upload image", "Logs user into the system"]
+    with step(Rec(), "embedding", total=3, heartbeat_s=0) as s:
+        child = build_in_child(folder, texts, s)
+    here = OnnxEmbedder(folder, in_process_build=True).embed_documents(texts)
+    assert child.shape == (3, 384) and np.allclose(child, here, atol=1e-5)  # same vectors either way
+    assert [d for k, d in events if k == "advance"] == [1, 2, 3] and events[-1] == ("done", 3)
+
+
+@needs_model
+def test_a_failing_child_is_reported_and_the_build_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from codemode import _embed_build
+    from codemode._embed_build import EmbedBuildError, build_in_child
+
+    with pytest.raises(EmbedBuildError, match="model file .* is missing"):
+        build_in_child(tmp_path, ["a text"])  # an empty folder: the child refuses it and says why
+    folder = find_model()
+    assert folder is not None
+    monkeypatch.setattr(_embed_build, "BUILD_TIMEOUT_S", 0.001)  # the child is killed at once
+    with caplog.at_level("WARNING", logger="codemode.search"):
+        vectors = OnnxEmbedder(folder).embed_documents(["Deletes a pet"])
+    assert vectors.shape == (1, 384) and "embedding in this process instead" in caplog.text
