@@ -142,7 +142,7 @@ def test_a_failing_child_is_reported_and_the_build_falls_back(
     from codemode import _embed_build
     from codemode._embed_build import EmbedBuildError, build_in_child
 
-    with pytest.raises(EmbedBuildError, match="model file .* is missing"):
+    with pytest.raises(EmbedBuildError, match=r"model file .* is missing"):
         build_in_child(tmp_path, ["a text"])  # an empty folder: the child refuses it and says why
     folder = find_model()
     assert folder is not None
