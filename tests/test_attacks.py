@@ -75,6 +75,11 @@ def timed_out(out: RunOutcome, bridge: Bridge) -> None:
     assert out.duration_ms < 2500, out.duration_ms
 
 
+def ends_by_deadline(out: RunOutcome, bridge: Bridge) -> None:
+    """Whatever the outcome (an error, a result), the run ended by its 1 s timeout."""
+    assert out.duration_ms < 2500, out.duration_ms
+
+
 def out_of_memory(out: RunOutcome, bridge: Bridge) -> None:
     error_is("MemoryError", contains="memory_mb=64", limit="memory_mb")(out, bridge)
 
@@ -156,6 +161,28 @@ ATTACKS = [
     Attack("while_true", "while True:\n    pass", timed_out),
     Attack("cpu_burn", "result = sum(i * i for i in range(10**12))", timed_out),
     Attack("sleep_past_timeout", "import time\ntime.sleep(30)", timed_out),
+    # Review finding 2: the original blocking sleep was reachable through the sliced sleep's closure.
+    # Every WASI wait is now the host's own and ends at the deadline, whichever way the guest gets there.
+    Attack(
+        "sleep_closure",
+        "import dataclasses, time\ndataclasses.inspect.getclosurevars(time.sleep).nonlocals['blocking'](20)",
+        ends_by_deadline,
+    ),
+    Attack("sleep_reloaded", BYPASS + "I('importlib').reload(I('time')).sleep(20)", timed_out),
+    Attack("sleep_in_a_loop", "import time\nwhile True:\n    time.sleep(0.001)", timed_out),
+    Attack("select_wait", BYPASS + "I('select').select([], [], [], 20)", timed_out),
+    Attack("poll_wait", BYPASS + "p = I('select').poll()\np.poll(20000)", ends_by_deadline),
+    Attack(
+        "lock_wait",
+        BYPASS + "L = I('_thread').allocate_lock()\nL.acquire()\nresult = L.acquire(timeout=20)",
+        ends_by_deadline,
+    ),
+    Attack("stdin_read", BYPASS + "result = I('sys').stdin.read()", result_is("")),
+    Attack(
+        "stderr_flood",
+        BYPASS + "E = I('sys').stderr\nfor i in range(2000):\n    E.write('x' * 5000)\nE.flush()\nresult = 1",
+        ends_by_deadline,
+    ),
     Attack("memory_list", "x = []\nwhile True:\n    x.append([0] * 100000)", out_of_memory),
     Attack("memory_bytearray", "x = bytearray(10**9)", out_of_memory),
     Attack("memory_string", "x = 'a' * 10**9", out_of_memory),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -282,15 +283,65 @@ def test_concurrent_runs(sandbox: WasmSandbox) -> None:
 
 
 def test_timeout_in_one_thread_does_not_stop_others(sandbox: WasmSandbox) -> None:
+    """Runs in flight in another thread at the moment one run's timeout fires finish normally."""
+    slow_end: list[float] = []
+    slow_out: list[RunOutcome] = []
+
+    def slow() -> None:
+        slow_out.append(run(sandbox, "while True: pass", limits=SandboxLimits(timeout_seconds=0.5)))
+        slow_end.append(time.monotonic())
+
+    spans: list[tuple[float, float, RunOutcome, int]] = []
+
+    def fast() -> None:
+        i = 0
+        while not slow_end or i < 3:
+            started = time.monotonic()
+            out = run(sandbox, f"import time\ntime.sleep(0.05)\nresult = {i}", limits=SandboxLimits(timeout_seconds=5))
+            spans.append((started, time.monotonic(), out, i))
+            i += 1
+
+    threads = [threading.Thread(target=fast), threading.Thread(target=slow)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert slow_out and slow_out[0].limit == "timeout_seconds", slow_out
+    assert all(out.ok and out.result == i for _, _, out, i in spans), [o.error for _, _, o, _ in spans]
+    # the timeout fired while a fast run was in flight, and that run still finished normally
+    assert any(start < slow_end[0] < end for start, end, _, _ in spans), "no fast run overlapped the timeout"
+
+
+def test_close_ends_waits_and_stops_the_ticker() -> None:
+    box = WasmSandbox()
+    box.prepare()
+    assert box._isolate is not None
+    ticker = box._isolate.ticker.thread
     outs: list[RunOutcome] = []
-    slow = threading.Thread(
-        target=lambda: outs.append(run(sandbox, "while True: pass", limits=SandboxLimits(timeout_seconds=0.5)))
+    sleeper = threading.Thread(
+        target=lambda: outs.append(run(box, "import time\ntime.sleep(30)", limits=SandboxLimits(timeout_seconds=60)))
     )
-    slow.start()
-    fast = [run(sandbox, f"result = {i}") for i in range(20)]
-    slow.join()
-    assert [o.result for o in fast] == list(range(20))
-    assert outs[0].limit == "timeout_seconds"
+    sleeper.start()
+    time.sleep(0.3)  # the guest is inside its host-side wait
+    started = time.monotonic()
+    box.close(timeout=5)
+    sleeper.join(5)
+    assert not sleeper.is_alive() and time.monotonic() - started < 5
+    assert outs and outs[0].limit == "timeout_seconds", outs
+    assert not ticker.is_alive()
+    # a closed sandbox prepares itself again when used
+    assert run(box, "result = 2").result == 2
+    box.close(timeout=5)
+
+
+def test_every_prepare_close_cycle_leaves_no_thread() -> None:
+    before = {t.ident for t in threading.enumerate()}
+    for _ in range(3):
+        with WasmSandbox() as box:
+            assert run(box, "result = 1").result == 1
+    time.sleep(0.1)
+    left = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert left == [], left
 
 
 # -- LocalSandbox ------------------------------------------------------------

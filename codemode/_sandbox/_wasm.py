@@ -7,11 +7,14 @@ nothing (globals, builtins, module attributes, memory) survives a run.
 What the guest can reach: an empty ``WasiConfig`` (no files, no environment,
 no arguments, no sockets, no stdio), clocks and random numbers, and the host
 function ``host.call`` which only forwards the ``invoke`` and ``spec``
-channels to the caller's :data:`Bridge`.
+channels to the caller's :data:`Bridge`. Every WASI interface through which
+the guest could wait is answered by the host itself (:mod:`._wasi`), so that
+no wait outlives the run's deadline.
 
-Limits: wall-clock time by epoch interruption (one daemon ticker thread for
-the whole process), linear memory by store limits, output/result size in the
-guest, code size before anything runs. Traps never escape :meth:`run`.
+Limits: wall-clock time by epoch interruption (one ticker thread per sandbox,
+stopped by :meth:`WasmSandbox.close`) and by the host's own waits, linear
+memory by store limits, output/result size in the guest, code size before
+anything runs. Traps never escape :meth:`run`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import wasmtime
@@ -40,6 +44,7 @@ from ._protocol import (
     limit_outcome,
     outcome_from_guest,
 )
+from ._wasi import WAIT_TIMEOUT, HostWasi
 
 __all__ = ["WasmSandbox"]
 
@@ -51,17 +56,60 @@ _MIB = 1024 * 1024
 
 
 class _Ticker:
-    """The one thread advancing the engine's epoch every ``TICK_SECONDS``."""
+    """The thread advancing an engine's epoch every ``TICK_SECONDS``.
 
-    def __init__(self, engine: wasmtime.Engine) -> None:
+    After :meth:`stop` it keeps ticking while runs are still in flight (their epoch deadlines
+    depend on it), then ends.
+    """
+
+    def __init__(self, engine: wasmtime.Engine, busy: Callable[[], bool]) -> None:
         self._engine = engine
-        self._thread = threading.Thread(target=self._loop, name="codemode-epoch-ticker", daemon=True)
-        self._thread.start()
+        self._busy = busy
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="codemode-epoch-ticker", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def _loop(self) -> None:
         while True:
-            time.sleep(TICK_SECONDS)
+            if self._stop.wait(TICK_SECONDS):
+                if not self._busy():
+                    return
+                time.sleep(TICK_SECONDS)
             self._engine.increment_epoch()
+
+
+class _Isolate:
+    """One prepared generation of the sandbox: engine, component, linker, host WASI, ticker."""
+
+    def __init__(self, engine: wasmtime.Engine, component: Component, host_call: Callable[..., Variant]) -> None:
+        self.engine, self.component = engine, component
+        self.closing = threading.Event()  # set by close(): every host-side wait ends
+        self.wasi = HostWasi(self.closing)
+        self.linker = Linker(engine)
+        self.linker.add_wasip2()
+        self.wasi.install(self.linker, component, engine)
+        with self.linker.root() as root, root.add_instance(HOST_INTERFACE) as host:
+            host.add_func("call", host_call)
+        self._active = 0
+        self._lock = threading.Lock()
+        self.ticker = _Ticker(engine, lambda: self._active > 0)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        with self._lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    def close(self) -> None:
+        self.closing.set()
+        self.ticker.stop()
 
 
 def _err(kind: str, message: str) -> Variant:
@@ -75,7 +123,11 @@ class _State(threading.local):
 
 
 class WasmSandbox:
-    """Runs code in a fresh wasm isolate per call. Thread-safe."""
+    """Runs code in a fresh wasm isolate per call. Thread-safe.
+
+    :meth:`close` ends every host-side wait in progress and stops the epoch ticker once the runs
+    in flight have ended; a closed sandbox prepares itself again when it is next used.
+    """
 
     def __init__(
         self, cache_dir: Path | None = None, limits: SandboxLimits | None = None, progress: Reporter | None = None
@@ -84,32 +136,40 @@ class WasmSandbox:
         self.limits = limits or SandboxLimits()
         self.progress = progress  # where a first-time build/compile of the isolate reports its progress
         self._lock = threading.Lock()
-        self._ready = False
         self._state = _State()
-        self._engine: wasmtime.Engine | None = None
-        self._component: Component | None = None
-        self._linker: Linker | None = None
-        self._ticker: _Ticker | None = None
+        self._isolate: _Isolate | None = None
+
+    def __enter__(self) -> WasmSandbox:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- setup -----------------------------------------------------------
     def prepare(self) -> None:
         """Build, compile and load the isolate (idempotent, thread-safe)."""
-        if self._ready:
-            return
+        self._prepared()
+
+    def _prepared(self) -> _Isolate:
+        isolate = self._isolate
+        if isolate is not None:
+            return isolate
         with self._lock:
-            if self._ready:
-                return
-            start = time.perf_counter()
-            engine = make_engine()
-            component = load_component(engine, self.cache_dir, self.progress)
-            linker = Linker(engine)
-            linker.add_wasip2()
-            with linker.root() as root, root.add_instance(HOST_INTERFACE) as host:
-                host.add_func("call", self._host_call)
-            self._engine, self._component, self._linker = engine, component, linker
-            self._ticker = _Ticker(engine)
-            self._ready = True
-            logger.info("wasm sandbox ready in %.1f ms", (time.perf_counter() - start) * 1e3)
+            if self._isolate is None:
+                start = time.perf_counter()
+                engine = make_engine()
+                component = load_component(engine, self.cache_dir, self.progress)
+                self._isolate = _Isolate(engine, component, self._host_call)
+                logger.info("wasm sandbox ready in %.1f ms", (time.perf_counter() - start) * 1e3)
+            return self._isolate
+
+    def close(self, timeout: float | None = None) -> None:
+        """End every wait in progress and stop the ticker (after the runs in flight, up to ``timeout`` s)."""
+        with self._lock:
+            isolate, self._isolate = self._isolate, None
+        if isolate is not None:
+            isolate.close()
+            isolate.ticker.thread.join(timeout)
 
     # -- the one host callback ---------------------------------------------
     def _host_call(self, _store: object, channel: str, payload: str) -> Variant:
@@ -145,21 +205,22 @@ class WasmSandbox:
         if rejected is not None:
             return rejected
         options = guest_options(inject, limits)
-        self.prepare()
-        assert self._engine is not None and self._component is not None and self._linker is not None
+        isolate = self._prepared()
         start = time.perf_counter()
-        store = wasmtime.Store(self._engine)
+        store = wasmtime.Store(isolate.engine)
         store.set_wasi(wasmtime.WasiConfig())
         store.set_limits(memory_size=limits.memory_mb * _MIB)
         store.set_epoch_deadline(max(1, round(limits.timeout_seconds / TICK_SECONDS)))
         previous = self._state.bridge
         self._state.bridge = bridge
+        isolate.wasi.begin(time.monotonic() + limits.timeout_seconds)
         try:
-            instance = self._linker.instantiate(store, self._component)
-            func = instance.get_func(store, "run")
-            if func is None:
-                raise SandboxError("the isolate has no `run` export", code="sandbox.broken")
-            answer = func(store, code, options)
+            with isolate.running():
+                instance = isolate.linker.instantiate(store, isolate.component)
+                func = instance.get_func(store, "run")
+                if func is None:
+                    raise SandboxError("the isolate has no `run` export", code="sandbox.broken")
+                answer = func(store, code, options)
         except wasmtime.ExitTrap as exc:
             return limit_outcome(
                 None, "SystemExit", f"the code exited the isolate (exit status {exc.code})", _ms(start)
@@ -167,6 +228,7 @@ class WasmSandbox:
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             return _trap_outcome(exc, limits, _ms(start))
         finally:
+            isolate.wasi.end()
             self._state.bridge = previous
             store.close()
         duration = _ms(start)
@@ -195,7 +257,7 @@ def _trap_outcome(exc: wasmtime.Trap | wasmtime.WasmtimeError, limits: SandboxLi
     # wasmtime puts a wasm backtrace first and the cause ("wasm trap: ...") last.
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     first = lines[-1] if lines else type(exc).__name__
-    if code == wasmtime.TrapCode.INTERRUPT or "wasm trap: interrupt" in text:
+    if code == wasmtime.TrapCode.INTERRUPT or "wasm trap: interrupt" in text or WAIT_TIMEOUT in text:
         return limit_outcome(
             "timeout_seconds",
             "TimeoutError",

@@ -2,39 +2,16 @@
 
 Implements the ``run`` export of the ``isolate`` world (see ``../wit``) on top
 of :mod:`codemode_guest`; the only way out is the imported ``host.call``.
+
+``time.sleep`` is CPython's own: every WASI wait it makes is answered by the host, which ends
+it at the run's deadline (``codemode/_sandbox/_wasi.py``), so there is nothing to guard here.
 """
 
 from __future__ import annotations
 
-import time
-
 import codemode_guest  # type: ignore[import-not-found]  # a top-level module inside the component
 from componentize_py_types import Err  # type: ignore[import-not-found]
 from wit_world.imports import host  # type: ignore[import-not-found]
-
-
-def _install_sliced_sleep() -> None:
-    """Make ``time.sleep`` sleep in short slices.
-
-    A blocking WASI sleep is not interrupted by the host's epoch deadline, so
-    one long sleep would hold a host thread past ``timeout_seconds``. Slices
-    return to wasm code often, where the deadline is checked. Runs at build
-    time, so the snapshot (and every fresh instance) has it.
-    """
-    blocking = time.sleep
-    monotonic = time.monotonic
-
-    def sleep(seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("sleep length must be non-negative")
-        end = monotonic() + seconds
-        while (left := end - monotonic()) > 0:
-            blocking(min(left, 0.02))
-
-    time.sleep = sleep  # type: ignore[assignment]
-
-
-_install_sliced_sleep()
 
 
 def _call(channel: str, payload: str) -> tuple[bool, str]:
