@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jsonschema.exceptions import ValidationError
-from openapi_schema_validator import OAS30Validator, OAS31Validator
 
 from ._errors import CallError, ConfigError
 from ._ir import SCHEMA_REF_PREFIX, ApiSpec, Operation, Param
 from ._render import ordered_params
 from ._standin import stand_in
+from ._validation import validator_class
 
 __all__ = [
     "bind_arguments",
@@ -140,7 +140,9 @@ def _readonly_required(spec: ApiSpec, err: ValidationError) -> bool:
 
 
 def validate_arguments(spec: ApiSpec, op: Operation, bound: Mapping[str, tuple[Param, Any]]) -> None:
-    cls = OAS31Validator if spec.dialect == "oas31" else OAS30Validator
+    """JSON Schema validation of each argument, in bounded time (see :mod:`codemode._validation`:
+    linear-time patterns; past the run's deadline, :class:`~codemode._validation.ValidationTimeout`)."""
+    cls = validator_class(spec.dialect)
     components = {"schemas": spec.schemas}
     problems: list[str] = []
     for py_name, (param, value) in bound.items():
@@ -165,8 +167,7 @@ def response_warning(spec: ApiSpec, op: Operation, body: Any) -> str | None:
     resp = op.success_response()
     if resp is None or not resp.schema or body is None:
         return None
-    cls = OAS31Validator if spec.dialect == "oas31" else OAS30Validator
-    validator = cls({**resp.schema, "components": {"schemas": spec.schemas}})
+    validator = validator_class(spec.dialect)({**resp.schema, "components": {"schemas": spec.schemas}})
     try:
         for err in validator.iter_errors(body):
             where = "".join(f"[{p!r}]" for p in err.absolute_path) or " (top level)"

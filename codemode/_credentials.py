@@ -29,6 +29,14 @@ oauth2 / openIdConnect        ``<NAME>``: a ready access token, sent as a bearer
 
 mutualTLS and http digest are not supported. :meth:`Credentials.describe` lists which
 schemes are configured and which variables are missing (names only, never values).
+
+Secrets shorter than :data:`~codemode._scrub.MIN_SUBSTRING_LENGTH` characters cannot be
+recognised inside longer text, so they are refused at start-up (``config.short_secret``).
+
+This module also holds the two rules of the credential boundary that do not depend on how
+requests are sent: :func:`seed_scrubber` (the one place a server's scrubber learns its
+secrets) and :func:`guest_override` (a guest value may never replace a static header or an
+injected credential).
 """
 
 from __future__ import annotations
@@ -47,17 +55,26 @@ import httpx
 
 from codemode._errors import ConfigError, UpstreamError
 from codemode._ir import SecurityScheme
-from codemode._scrub import basic_auth_forms
+from codemode._scrub import MIN_SUBSTRING_LENGTH, Scrubber, basic_auth_forms
 
 if TYPE_CHECKING:
-    from codemode._upstream import UpstreamRequest
+    from codemode._upstream_types import UpstreamRequest
 
 __all__ = [
     "DEFAULT_PREFIX",
     "TOKEN_REFRESH_MARGIN_SECONDS",
     "Credentials",
+    "Reserved",
     "env_var_name",
+    "guest_override",
+    "header_secrets",
+    "is_credential_header",
+    "seed_scrubber",
 ]
+
+#: ``(location, lower-case name)`` pairs a guest value may not set: ``header``, ``query``, ``cookie``.
+Reserved = frozenset[tuple[str, str]]
+_CREDENTIAL_WORDS = ("auth", "key", "token", "secret", "session", "password", "passwd", "signature", "credential")
 
 DEFAULT_PREFIX = "CODEMODE_"
 TOKEN_REFRESH_MARGIN_SECONDS = 30.0
@@ -141,12 +158,19 @@ class Credentials:
         notes: list[str] = []
         secrets: set[str] = set()
 
-        def get(var: str) -> str | None:
+        def get(var: str, *, secret: bool = True) -> str | None:
             value = (env.get(var) or "").strip()  # secrets mounted from files often end in a newline
             if any(c in value for c in "\r\n\0"):
                 raise ConfigError(
                     f"environment variable {var} contains a line break or NUL; a credential must be one line.",
                     code="config.bad_credential",
+                )
+            if secret and 0 < len(value) < MIN_SUBSTRING_LENGTH:
+                raise ConfigError(
+                    f"environment variable {var} is {len(value)} characters long; secrets shorter than "
+                    f"{MIN_SUBSTRING_LENGTH} characters cannot be recognised in responses and logs, so they are "
+                    "refused. Set the full credential.",
+                    code="config.short_secret",
                 )
             return value or None
 
@@ -163,11 +187,18 @@ class Credentials:
                 else:
                     notes.append(f"{name} ({kind}): missing {var}")
             elif scheme.type == "http" and (scheme.scheme or "").lower() == "basic":
-                user, password = get(f"{var}_USERNAME"), get(f"{var}_PASSWORD")
+                user, password = get(f"{var}_USERNAME", secret=False), get(f"{var}_PASSWORD")
                 source = f"{var}_USERNAME and {var}_PASSWORD"
-                if (user is None or password is None) and (pair := get(var)) and ":" in pair:
+                if (user is None or password is None) and (pair := get(var, secret=False)) and ":" in pair:
                     user, password = pair.split(":", 1)
                     source = var
+                    if len(password) < MIN_SUBSTRING_LENGTH:
+                        raise ConfigError(
+                            f"the password in environment variable {var} is {len(password)} characters long; "
+                            f"secrets shorter than {MIN_SUBSTRING_LENGTH} characters cannot be recognised in "
+                            "responses and logs, so they are refused.",
+                            code="config.short_secret",
+                        )
                 if user is not None and password is not None:
                     forms = basic_auth_forms(user, password)
                     static[name] = _Inject("header", "Authorization", forms[-1])
@@ -185,8 +216,8 @@ class Credentials:
                 else:
                     notes.append(f"{name} ({kind}): missing {var}")
             elif scheme.type in ("oauth2", "openIdConnect"):
-                token_url = get(f"{var}_TOKEN_URL") or scheme.token_url
-                cid, csecret = get(f"{var}_CLIENT_ID"), get(f"{var}_CLIENT_SECRET")
+                token_url = get(f"{var}_TOKEN_URL", secret=False) or scheme.token_url
+                cid, csecret = get(f"{var}_CLIENT_ID", secret=False), get(f"{var}_CLIENT_SECRET")
                 if (value := get(var)) is not None:
                     static[name] = _Inject("header", "Authorization", f"Bearer {value}")
                     secrets.update((value, f"Bearer {value}"))
@@ -222,6 +253,13 @@ class Credentials:
     def describe(self) -> list[str]:
         """One line per scheme: configured from which variables, or which are missing."""
         return list(self._descriptions)
+
+    def reserved(self) -> Reserved:
+        """Where the configured credentials go: ``(location, lower-case name)`` a guest may not set."""
+        names = {(inject.location, inject.name.lower()) for inject in self._static.values()}
+        if self._oauth:
+            names.add(("header", "authorization"))
+        return frozenset(names)
 
     # -- wiring ------------------------------------------------------------------------
 
@@ -362,6 +400,67 @@ class Credentials:
         if grant is not None:
             grant.token = None
             grant.expires_at = None
+
+
+def is_credential_header(name: str) -> bool:
+    """``Authorization``, ``Cookie``, and names that say key, token, secret, auth, session, password..."""
+    lower = name.lower()
+    return lower in ("authorization", "proxy-authorization", "cookie") or any(w in lower for w in _CREDENTIAL_WORDS)
+
+
+def header_secrets(headers: Mapping[str, str]) -> list[str]:
+    """The secrets in static upstream headers: each value, and the token after a scheme word
+    (``Bearer X`` gives ``X``), wherever they are long enough to be recognised.
+
+    A credential header (:func:`is_credential_header`) whose value or token is too short is
+    refused with :class:`ConfigError`; a short value of another header is not a secret.
+    """
+    found: list[str] = []
+    for name, value in headers.items():
+        for secret in dict.fromkeys([value, *value.split(None, 1)[1:]]):
+            if len(secret) >= MIN_SUBSTRING_LENGTH:
+                found.append(secret)
+            elif secret and is_credential_header(name):
+                raise ConfigError(
+                    f"the value of static header {name!r} (or its token) is {len(secret)} characters long; "
+                    f"secrets shorter than {MIN_SUBSTRING_LENGTH} characters cannot be recognised in responses "
+                    "and logs, so they are refused.",
+                    code="config.short_secret",
+                )
+    return found
+
+
+def seed_scrubber(credentials: Credentials | None, headers: Mapping[str, str]) -> Scrubber:
+    """The one place a server's scrubber learns its secrets: credentials and static headers.
+
+    Tokens fetched later (OAuth client credentials) are added as they arrive.
+    """
+    scrubber = Scrubber([*(credentials.secrets() if credentials is not None else ()), *header_secrets(headers)])
+    if credentials is not None:
+        credentials.bind(on_secret=scrubber.add)
+    return scrubber
+
+
+def guest_override(request: UpstreamRequest, reserved: Reserved, static_headers: Mapping[str, str]) -> str | None:
+    """Why ``request`` (built from guest values) may not be sent, or None.
+
+    A guest header, cookie or query parameter may not carry a name that a static header or an
+    injected credential uses (names compared case-insensitively): the operator's credential
+    would be replaced by the guest's, or sent beside it. A header equal to the static one is
+    not an override.
+    """
+    statics = {name.lower(): value for name, value in static_headers.items()}
+    for name, value in request.headers.items():
+        lower = name.lower()
+        if (lower in statics and statics[lower] != value) or ("header", lower) in reserved:
+            return f"header {name!r} is set by the server (a static header or a credential); leave it out"
+    for name in request.cookies:
+        if ("cookie", name.lower()) in reserved:
+            return f"cookie {name!r} carries the server's credential; leave it out"
+    for name, _ in request.params:
+        if ("query", name.lower()) in reserved:
+            return f"query parameter {name!r} carries the server's credential; leave it out"
+    return None
 
 
 def _expiry(started: float, expires_in: object) -> float | None:

@@ -12,7 +12,8 @@ wrong and *where*; they never contain secrets or request payloads.
     │   └── CallError          a bad call from guest code (code: call.*)
     └── RuntimeFailure         the outside world failed
         ├── UpstreamError      the upstream API failed (code: upstream.*)
-        └── SandboxError       the isolate could not run (code: sandbox.*)
+        ├── SandboxError       the isolate could not run (code: sandbox.*)
+        └── ServerBusy         no execution slot freed in time (code: server.*)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigError",
     "RuntimeFailure",
     "SandboxError",
+    "ServerBusy",
     "SpecError",
     "UpstreamError",
     "UsageError",
@@ -94,3 +96,9 @@ class UpstreamError(RuntimeFailure):
 
 class SandboxError(RuntimeFailure):
     code = "sandbox.error"
+
+
+class ServerBusy(RuntimeFailure):
+    """Every execution slot stayed taken for the whole bounded wait (see :mod:`codemode._admission`)."""
+
+    code = "server.busy"

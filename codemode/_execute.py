@@ -3,34 +3,49 @@
 The guest's every API call crosses the bridge into :class:`Executor`, which
 checks the policy (allow/deny, read-only, call budget), binds and validates
 the arguments, and sends the request upstream on the server's event loop.
-Nothing the guest sees carries a credential.
+
+The boundary, whatever the upstream or sandbox implementation:
+
+* every bridge call counts against ``max_calls``, whatever its channel or fate;
+* argument validation and requests stop at the run's deadline;
+* a guest value never replaces a static header or an injected credential
+  (:func:`~codemode._credentials.guest_override`);
+* every body, header, error message and note that reaches the guest, and the run's outcome,
+  is scrubbed (:mod:`codemode._boundary`) with the server's secrets plus the caller's own;
+* each run takes a slot of an :class:`~codemode._admission.ExecutionLimiter` (server-wide
+  limit, memory budget, fair share per client) and runs on threads of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import fnmatch
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
 
 from ._access import Caller
+from ._admission import ExecutionLimiter
+from ._boundary import scrub_body, scrub_outcome
 from ._client import bind_arguments, resolve_operation, response_warning, stand_in
-from ._errors import CallError, ConfigError, UpstreamError, UsageError
+from ._credentials import Reserved, guest_override
+from ._errors import CallError, ConfigError, ServerBusy, UpstreamError, UsageError
 from ._ir import ApiSpec, Operation
+from ._oppolicy import OperationPolicy
 from ._render import signature
 from ._request import build_request
 from ._sandbox import RunOutcome, Sandbox, check_code
 from ._sandbox._protocol import GUEST_MODULES
-from ._scrub import Scrubber
+from ._scrub import LOG_FILTER, Scrubber
 from ._settings import ExecuteSettings
-from ._upstream import Upstream, UpstreamResponse
+from ._upstream import Upstream, UpstreamRequest, UpstreamResponse
+from ._validation import ValidationTimeout, deadline
 
 __all__ = ["CallRecord", "ExecuteReport", "Executor"]
 
@@ -56,13 +71,20 @@ class ExecuteReport:
     outcome: RunOutcome | None
     calls: list[CallRecord] = field(default_factory=list)
     rejected: str | None = None  # the policy check's message, when the code never ran
+    busy: str | None = None  # no execution slot freed in time: the code never ran
     dry_run: bool = False
     limit_hits: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.rejected is None and self.outcome is not None and self.outcome.ok and not self.limit_hits
+        return (
+            self.rejected is None
+            and self.busy is None
+            and self.outcome is not None
+            and self.outcome.ok
+            and not self.limit_hits
+        )
 
 
 def _err(
@@ -82,6 +104,9 @@ def _call_error(op: Operation, exc: CallError) -> tuple[bool, str]:
 
 
 class Executor:
+    """Runs code for one server. ``limiter`` may be shared by several servers (one per process);
+    ``reserved`` and ``static_headers`` are what guest values may not override."""
+
     def __init__(
         self,
         spec: ApiSpec,
@@ -91,6 +116,10 @@ class Executor:
         *,
         base_url: str | None = None,
         scrubber: Scrubber | None = None,
+        limiter: ExecutionLimiter | None = None,
+        reserved: Reserved = frozenset(),
+        static_headers: dict[str, str] | None = None,
+        policy: OperationPolicy | None = None,
     ) -> None:
         self.spec = spec
         self.sandbox = sandbox
@@ -98,22 +127,19 @@ class Executor:
         self.settings = settings
         self.base_url = base_url
         self.scrubber = scrubber or Scrubber(())
+        self.limiter = limiter or ExecutionLimiter()
+        self.reserved = reserved
+        self.static_headers = dict(static_headers or {})
+        self.policy = policy or OperationPolicy(
+            spec, read_only=settings.read_only, allow=settings.allow, deny=settings.deny
+        )
         self._spec_ops: str | None = None
+        self._threads: tuple[asyncio.AbstractEventLoop, anyio.CapacityLimiter] | None = None
 
     # -- policy --------------------------------------------------------------------------
-    def _matches(self, op: Operation, patterns: tuple[str, ...]) -> bool:
-        names = [op.key, op.operation_id or "", op.label]
-        return any(fnmatch.fnmatchcase(n, pat) for pat in patterns for n in names if n)
-
     def allowed(self, op: Operation) -> str | None:
         """None when callable, else why not."""
-        if self.settings.read_only and not op.read_only:
-            return f"api.{op.key} ({op.label}) is a write operation and this server is read-only"
-        if self.settings.allow and not self._matches(op, self.settings.allow):
-            return f"api.{op.key} ({op.label}) is not in this server's allow-list"
-        if self._matches(op, self.settings.deny):
-            return f"api.{op.key} ({op.label}) is denied by this server's configuration"
-        return None
+        return self.policy.denial(op)
 
     # -- the run -------------------------------------------------------------------------
     async def _checked(self, code: str, report: ExecuteReport) -> bool:
@@ -133,26 +159,57 @@ class Executor:
             return False
         return True
 
-    async def execute(self, code: str, *, dry_run: bool = False, caller: Caller | None = None) -> ExecuteReport:
-        """Run ``code``; with a ``caller``, every call is also checked against (and made for) that caller."""
+    def _run_threads(self) -> anyio.CapacityLimiter:
+        """Threads for isolates only (the policy check and everything else use anyio's default pool)."""
+        loop = asyncio.get_running_loop()
+        if self._threads is None or self._threads[0] is not loop:
+            self._threads = (loop, anyio.CapacityLimiter(self.limiter.limits.max_concurrent))
+        return self._threads[1]
+
+    async def _run(
+        self, report: ExecuteReport, client: str, run: Callable[[], RunOutcome], scrubber: Scrubber
+    ) -> ExecuteReport:
+        try:
+            async with self.limiter.slot(client, self.settings.limits.memory_mb):
+                with LOG_FILTER.current(scrubber):
+                    outcome = await anyio.to_thread.run_sync(run, limiter=self._run_threads())
+        except ServerBusy as exc:
+            report.busy = exc.message
+            return report
+        report.outcome = scrub_outcome(scrubber, outcome)
+        report.notes = [scrubber.scrub_text(n) for n in report.notes]
+        return report
+
+    async def execute(
+        self, code: str, *, dry_run: bool = False, caller: Caller | None = None, client: str | None = None
+    ) -> ExecuteReport:
+        """Run ``code``; with a ``caller``, every call is also checked against (and made for) that caller.
+
+        ``client`` names who asks (an MCP session) for the fair share; a caller's subject wins over it.
+        """
         report = ExecuteReport(outcome=None, dry_run=dry_run)
         if not await self._checked(code, report):
             return report
-        bridge = _Bridge(self, asyncio.get_running_loop(), report, dry_run, caller)
-        report.outcome = await anyio.to_thread.run_sync(
-            lambda: self.sandbox.run(code, bridge, inject=("api",), limits=self.settings.limits)
-        )
-        return report
+        loop = asyncio.get_running_loop()
 
-    async def run_search_code(self, code: str) -> ExecuteReport:
+        def run() -> RunOutcome:  # the bridge's deadline starts when the run does, not while it queues
+            bridge = _Bridge(self, loop, report, dry_run, caller)
+            return self.sandbox.run(code, bridge, inject=("api",), limits=self.settings.limits)
+
+        scrubber = _Bridge.scrubber_for(self, caller)
+        return await self._run(report, _client_key(caller, client), run, scrubber)
+
+    async def run_search_code(self, code: str, *, client: str | None = None) -> ExecuteReport:
         """Code-mode search: the same isolate, with a read-only ``spec`` instead of ``api``."""
         report = ExecuteReport(outcome=None)
         if not await self._checked(code, report):
             return report
-        report.outcome = await anyio.to_thread.run_sync(
-            lambda: self.sandbox.run(code, self._spec_bridge, inject=("spec",), limits=self.settings.limits)
-        )
-        return report
+        budget = _SpecBudget(self.settings.max_spec_calls, self._spec_bridge)
+
+        def run() -> RunOutcome:
+            return self.sandbox.run(code, budget, inject=("spec",), limits=self.settings.limits)
+
+        return await self._run(report, _client_key(None, client), run, self.scrubber)
 
     # -- code-mode search ----------------------------------------------------------------
     def _spec_bridge(self, channel: str, payload: str) -> tuple[bool, str]:
@@ -190,6 +247,29 @@ class Executor:
         }  # fmt: skip
 
 
+def _client_key(caller: Caller | None, client: str | None) -> str:
+    """Whom an execution counts against for the fair share: the subject, else the session."""
+    if caller is not None:
+        return f"subject:{caller.subject}"
+    return f"session:{client}" if client else "session:-"
+
+
+class _SpecBudget:
+    """The bridge of code-mode search: the spec channel, at most ``limit`` calls per run."""
+
+    def __init__(self, limit: int, bridge: Callable[[str, str], tuple[bool, str]]) -> None:
+        self.limit, self.bridge, self.calls = limit, bridge, 0
+        self.lock = threading.Lock()
+
+    def __call__(self, channel: str, payload: str) -> tuple[bool, str]:
+        with self.lock:
+            self.calls += 1
+            over = self.calls > self.limit
+        if over:
+            return _err("limit", f"this search reached its spec call limit (max_spec_calls={self.limit})")
+        return self.bridge(channel, payload)
+
+
 class _Bridge:
     """The bridge of one execution: every guest API call comes through :meth:`__call__` (worker thread)."""
 
@@ -198,21 +278,32 @@ class _Bridge:
     ) -> None:
         self.ex, self.loop, self.report, self.dry_run, self.caller = ex, loop, report, dry_run, caller
         self.lock = threading.Lock()
+        self.calls = 0  # every bridge call, whatever its channel or outcome
         # Wall-clock budget of the whole run. The isolate's epoch deadline only ticks while guest
-        # code runs, so time spent waiting on the upstream is bounded here.
+        # code runs, so time spent validating and waiting on the upstream is bounded here.
         self.deadline = time.monotonic() + ex.settings.limits.timeout_seconds
+        # Reserved names: the caller's own credentials when they bring them, else the server's.
+        source = caller.credentials if caller is not None else None
+        reserved = getattr(source, "reserved", None)
+        self.reserved: Reserved = ex.reserved if source is None else (reserved() if callable(reserved) else ex.reserved)
 
     def __call__(self, channel: str, payload: str) -> tuple[bool, str]:
         try:
             return self._dispatch(channel, payload)
-        except Exception as exc:  # noqa: BLE001 - the bridge boundary: anything must become an err result
+        except Exception as exc:
             log.error("execute bridge failed: %s", type(exc).__name__)  # type only: text may hold a value
+            log.debug("execute bridge traceback (scrubbed by the log filter)", exc_info=True)
             return _err("api_error", f"the server failed while handling this call ({type(exc).__name__})")
 
+    @staticmethod
+    def scrubber_for(ex: Executor, caller: Caller | None) -> Scrubber:
+        """The server's scrubber plus the caller's own secrets."""
+        creds = caller.credentials if caller is not None else None
+        return ex.scrubber if creds is None else ex.scrubber.extended(creds.secrets())
+
     def scrubber(self) -> Scrubber:
-        """The server's scrubber plus the caller's own secrets (asked each time: tokens get refreshed)."""
-        creds = self.caller.credentials if self.caller is not None else None
-        return self.ex.scrubber if creds is None else self.ex.scrubber.extended(creds.secrets())
+        """Asked for each call: a caller's tokens may be refreshed during the run."""
+        return self.scrubber_for(self.ex, self.caller)
 
     def _limit(self, hit: str, message: str) -> tuple[bool, str]:
         with self.lock:
@@ -220,8 +311,18 @@ class _Bridge:
                 self.report.limit_hits.append(hit)
         return _err("limit", message)
 
+    def _timed_out(self, what: str = "") -> tuple[bool, str]:
+        limit = f"timeout_seconds={self.ex.settings.limits.timeout_seconds}"
+        return self._limit(limit, f"execution exceeded {limit}{what}")
+
     def _dispatch(self, channel: str, payload: str) -> tuple[bool, str]:
         ex, settings = self.ex, self.ex.settings
+        with self.lock:
+            self.calls += 1
+            calls = self.calls
+        if calls > settings.max_calls:
+            limit = f"max_calls={settings.max_calls}"
+            return self._limit(limit, f"this execution reached its API call limit ({limit})")
         if len(payload) > settings.max_call_bytes:
             return _err("usage", f"the call's arguments are {len(payload)} bytes, over "
                                  f"max_call_bytes={settings.max_call_bytes}")  # fmt: skip
@@ -229,15 +330,8 @@ class _Bridge:
             return ex._spec_bridge(channel, payload)
         if channel != "invoke":
             return _err("usage", f"unknown bridge channel {channel!r}")
-        with self.lock:
-            full = len(self.report.calls) >= settings.max_calls
-        if full:
-            limit = f"max_calls={settings.max_calls}"
-            return self._limit(limit, f"this execution reached its API call limit ({limit})")
-        remaining = self.deadline - time.monotonic()
-        timeout = settings.limits.timeout_seconds
-        if remaining <= 0:
-            return self._limit(f"timeout_seconds={timeout}", f"execution exceeded timeout_seconds={timeout}")
+        if self.deadline - time.monotonic() <= 0:
+            return self._timed_out()
         try:
             request = json.loads(payload)
             target = str(request["op"])
@@ -255,36 +349,45 @@ class _Bridge:
         if why is not None:
             return _err("not_allowed", why, op=op.key)
         started = time.perf_counter()
-        if self.dry_run:
-            try:
-                build_request(ex.spec, op, bind_arguments(op, args, kwargs), base_url=ex.base_url or DRY_RUN_BASE)
-            except CallError as exc:
-                return _call_error(op, exc)
-            resp = op.success_response()
-            self._record(op, "dry-run", started)
-            return True, json.dumps(stand_in(ex.spec, resp.schema if resp else None))
+        base_url = (ex.base_url or DRY_RUN_BASE) if self.dry_run else ex.base_url
         try:
-            upstream_request = build_request(ex.spec, op, bind_arguments(op, args, kwargs), base_url=ex.base_url)
-            upstream_request = replace(upstream_request, caller=self.caller)
+            with deadline(self.deadline):
+                upstream_request = build_request(ex.spec, op, bind_arguments(op, args, kwargs), base_url=base_url)
+        except ValidationTimeout:
+            return self._timed_out(f" while validating the arguments of {op.label}")
         except CallError as exc:
             return _call_error(op, exc)
         except ConfigError as exc:
             return _err("api_error", exc.message, op=op.key)
-        future = asyncio.run_coroutine_threadsafe(ex.upstream.send(upstream_request), self.loop)
+        override = guest_override(upstream_request, self.reserved, ex.static_headers)
+        if override is not None:
+            return _err("not_allowed", f"api.{op.key}: {override}.", op=op.key)
+        if self.dry_run:
+            resp = op.success_response()
+            self._record(op, "dry-run", started)
+            return True, json.dumps(stand_in(ex.spec, resp.schema if resp else None))
+        return self._send(op, replace(upstream_request, caller=self.caller, deadline=self.deadline), started)
+
+    def _send(self, op: Operation, upstream_request: UpstreamRequest, started: float) -> tuple[bool, str]:
+        settings = self.ex.settings
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:  # validation may have used the rest: never send after the deadline
+            return self._timed_out(f" before {op.label} was sent")
+        future = asyncio.run_coroutine_threadsafe(self.ex.upstream.send(upstream_request), self.loop)
         try:
             response: UpstreamResponse = future.result(timeout=remaining)
         except concurrent.futures.TimeoutError:
             future.cancel()
             self._record(op, "timeout", started)
-            limit = f"timeout_seconds={timeout}"
-            return self._limit(limit, f"execution exceeded {limit} while waiting for {op.label}")
+            return self._timed_out(f" while waiting for {op.label}")
         except UpstreamError as exc:
             self._record(op, exc.code, started)
             return _err("api_error", self.scrubber().scrub_text(exc.message), op=op.key)
         self._record(op, response.status, started)
-        body = self.scrubber().scrub_obj(response.body)
+        scrubber = self.scrubber()
+        body = scrub_body(scrubber, response.body)
         if 200 <= response.status < 300:
-            self._check_response(op, body)
+            self._check_response(op, body, scrubber)
             return True, json.dumps(body, default=str)
         text = json.dumps(body, default=str) if not isinstance(body, str) else body
         if len(text) > settings.max_error_body_chars:
@@ -297,11 +400,16 @@ class _Bridge:
         with self.lock:
             self.report.calls.append(CallRecord(op.key, op.method.upper(), op.path, status, ms))
 
-    def _check_response(self, op: Operation, body: Any) -> None:
+    def _check_response(self, op: Operation, body: Any, scrubber: Scrubber) -> None:
         if len(self.report.notes) >= MAX_RESPONSE_NOTES or not self.ex.settings.check_responses:
             return
-        note = response_warning(self.ex.spec, op, body)
+        try:
+            with deadline(self.deadline):
+                note = response_warning(self.ex.spec, op, body)
+        except ValidationTimeout:
+            return  # a note is not worth the run's time
         if note is not None:
+            note = scrubber.scrub_text(note)
             with self.lock:
-                if note not in self.report.notes:
+                if note not in self.report.notes and len(self.report.notes) < MAX_RESPONSE_NOTES:
                     self.report.notes.append(note)

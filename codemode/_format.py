@@ -39,6 +39,8 @@ def format_execute(report: ExecuteReport, *, max_chars: int) -> tuple[str, bool]
     """``(text, is_error)`` for one execution, never longer than ``max_chars``."""
     if report.rejected is not None:
         return f"Code rejected before running (nothing was executed):\n{report.rejected}", True
+    if report.busy is not None:
+        return f"Server busy (nothing was executed): {report.busy}", True
     out = report.outcome
     assert out is not None
     calls = [c.as_dict() for c in report.calls]

@@ -9,24 +9,27 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, EmptyResult, SetLevelRequestParams, TextContent, ToolAnnotations
 from pydantic import Field
 
 from ._access import AccessHook, Caller
+from ._admission import ExecutionLimiter
 from ._answer import answer_search
 from ._client import resolve_operation
-from ._credentials import Credentials
+from ._credentials import Credentials, seed_scrubber
 from ._errors import CallError, ConfigError
 from ._execute import Executor
 from ._fills import ParamFills, apply_server_fills
 from ._format import format_execute
+from ._hostcheck import ExactHostCheck
 from ._ir import ApiSpec
+from ._oppolicy import OperationPolicy
 from ._progress import ProgressHub, Reporter
 from ._render import describe_operation, render_schema
 from ._sandbox import Sandbox, WasmSandbox
-from ._scrub import Scrubber
+from ._scrub import log_scrubbing
 from ._search import SearchIndex
 from ._settings import ServerSettings
 from ._upstream import AuditHook, HttpxUpstream, Upstream
@@ -76,8 +79,14 @@ class CodemodeServer:
         audit_hooks: tuple[AuditHook, ...] = (),
         progress: Reporter | None = None,
         access: AccessHook | None = None,
+        limiter: ExecutionLimiter | None = None,
     ) -> None:
-        """``access`` identifies the caller of each MCP request (see :mod:`codemode._access`)."""
+        """``access`` identifies the caller of each MCP request (see :mod:`codemode._access`).
+
+        ``limiter`` admits executions (server-wide limit, memory budget, fair share per client);
+        a host running several servers passes them one shared limiter. By default each server
+        has its own, built from ``settings.executions``.
+        """
         settings = settings or ServerSettings()
         fills = ParamFills(settings.params.credentials, settings.params.values, settings.upstream.headers)
         self.spec = spec = apply_server_fills(spec, fills)
@@ -88,7 +97,17 @@ class CodemodeServer:
         self.settings = settings
         env = dict(os.environ) if env is None else env
         self.credentials = Credentials.from_env(spec.security_schemes, env, prefix=self.settings.env_prefix)
-        self.scrubber = Scrubber([*self.credentials.secrets(), *self.settings.upstream.headers.values()])
+        self.scrubber = seed_scrubber(self.credentials, self.settings.upstream.headers)  # the one place
+        log_scrubbing(self.scrubber)  # httpx's debug lines carry request URLs (and query keys)
+        ex = self.settings.execute
+        self.policy = OperationPolicy(spec, read_only=ex.read_only, allow=ex.allow, deny=ex.deny)
+        self.limiter = limiter or ExecutionLimiter(self.settings.executions)
+        if ex.limits.memory_mb > self.limiter.limits.memory_budget_mb:
+            raise ConfigError(
+                f"memory_mb={ex.limits.memory_mb} of one execution exceeds the execution limiter's "
+                f"memory_budget_mb={self.limiter.limits.memory_budget_mb}; no execution could ever run.",
+                code="config.memory_budget",
+            )
         self.sandbox = sandbox or WasmSandbox(limits=self.settings.execute.limits, progress=self.progress)
         self._upstream = upstream
         self._audit_hooks = audit_hooks
@@ -151,7 +170,9 @@ class CodemodeServer:
                 upstream = self._upstream
             self._executor = Executor(
                 self.spec, self.sandbox, upstream, self.settings.execute,
-                base_url=self.settings.upstream.base_url, scrubber=self.scrubber,
+                base_url=self.settings.upstream.base_url, scrubber=self.scrubber, limiter=self.limiter,
+                reserved=self.credentials.reserved(), static_headers=self.settings.upstream.headers,
+                policy=self.policy,
             )  # fmt: skip
         self._sessions += 1
         try:
@@ -224,11 +245,12 @@ class CodemodeServer:
         detail: str | None = None,
         code: str | None = None,
         limit: Annotated[int | None, Field(ge=1, le=50)] = None,
+        ctx: Context | None = None,
     ) -> CallToolResult:
         cfg = self.settings.search
         caller = self.caller()
         if code:
-            report = await self.executor().run_search_code(code)
+            report = await self.executor().run_search_code(code, client=_session_key(ctx))
             text, is_error = format_execute(report, max_chars=self.settings.execute.max_response_chars)
             return _result(text, is_error)
         if detail:
@@ -261,12 +283,32 @@ class CodemodeServer:
         self,
         code: str,
         dry_run: bool = False,
+        ctx: Context | None = None,
     ) -> CallToolResult:
-        report = await self.executor().execute(code, dry_run=dry_run, caller=self.caller())
+        report = await self.executor().execute(code, dry_run=dry_run, caller=self.caller(), client=_session_key(ctx))
         text, is_error = format_execute(report, max_chars=self.settings.execute.max_response_chars)
         return _result(text, is_error)
 
     # -- transports ----------------------------------------------------------------------------
+    def http_app(
+        self,
+        transport: Literal["sse", "http"] = "http",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        stateless: bool = False,
+        allowed_hosts: tuple[str, ...] = (),
+    ) -> ExactHostCheck:
+        """The ASGI app of the HTTP transports, behind an exact Host/Origin check (see :mod:`._hostcheck`)."""
+        security = transport_security(host, port, allowed_hosts)
+        if transport == "sse":
+            app: Any = self.mcp.sse_app(transport_security=security, host=host)
+        else:
+            app = self.mcp.streamable_http_app(
+                stateless_http=stateless, json_response=stateless, transport_security=security, host=host
+            )
+        return ExactHostCheck(app, host=host, port=port, allowed_hosts=allowed_hosts)
+
     def run(
         self,
         transport: Transport = "stdio",
@@ -280,14 +322,10 @@ class CodemodeServer:
         if transport == "stdio":
             self.mcp.run("stdio")
             return
-        security = transport_security(host, port, allowed_hosts)
-        if transport == "sse":
-            self.mcp.run("sse", host=host, port=port, transport_security=security)
-        else:
-            self.mcp.run(
-                "streamable-http", host=host, port=port, stateless_http=stateless, json_response=stateless,
-                transport_security=security,
-            )  # fmt: skip
+        import uvicorn
+
+        app = self.http_app(transport, host=host, port=port, stateless=stateless, allowed_hosts=allowed_hosts)
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
 
 
 def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -320,6 +358,16 @@ def transport_security(host: str, port: int, allowed_hosts: tuple[str, ...]) -> 
     if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):  # noqa: S104
         hosts.append(f"{host}:{port}")
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def _session_key(ctx: Context | None) -> str | None:
+    """The MCP session a tool call belongs to (its fair-share key when no caller is identified)."""
+    if ctx is None:
+        return None
+    try:
+        return f"{id(ctx.session):x}"
+    except (AttributeError, LookupError, ValueError):
+        return None
 
 
 def _result(text: str, is_error: bool) -> CallToolResult:

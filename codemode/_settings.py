@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._admission import ExecutionLimits
 from ._sandbox import SandboxLimits
 from ._upstream import UpstreamSettings
 
@@ -23,7 +24,8 @@ class ExecuteSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     limits: SandboxLimits = SandboxLimits()
-    max_calls: int = Field(default=50, ge=0, description="API calls one execution may make")
+    max_calls: int = Field(default=50, ge=0, description="bridge calls (API calls) one execution may make")
+    max_spec_calls: int = Field(default=10_000, ge=1, description="spec calls one code-mode search may make")
     max_call_bytes: int = Field(default=1_000_000, ge=1000, description="JSON size of one API call's arguments")
     max_response_chars: int = Field(default=40_000, ge=1000, description="size of one execute answer to the client")
     max_error_body_chars: int = Field(default=4_000, ge=100, description="upstream error body kept in ApiError.body")
@@ -58,4 +60,5 @@ class ServerSettings(BaseModel):
     execute: ExecuteSettings = ExecuteSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     params: ParamSettings = ParamSettings()
+    executions: ExecutionLimits = ExecutionLimits()
     env_prefix: str = Field(default="CODEMODE_", description="prefix of the credential environment variables")

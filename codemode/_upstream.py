@@ -12,7 +12,10 @@
   (seconds or HTTP date). No single wait exceeds ``max_retry_wait_seconds``; when
   ``Retry-After`` asks for more, the response is returned as it is.
 * Credentials are injected host-side (:class:`~codemode._credentials.Credentials`), and
-  the body and headers handed back pass through a :class:`~codemode._scrub.Scrubber`.
+  the body and headers handed back pass through a :class:`~codemode._scrub.Scrubber` (the
+  body as bytes before it is decoded, then as text or JSON). The executor scrubs again at the
+  guest boundary, whatever the upstream. Static headers always win over a request's own.
+* No attempt starts after the request's ``deadline`` (the run's), and none outlives it.
 * Each :meth:`HttpxUpstream.send` reports exactly one :class:`AuditEvent` to every audit
   hook. Events carry no query values, headers or payloads.
 """
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import anyio
 import httpx
 
+from codemode._credentials import seed_scrubber
 from codemode._errors import ConfigError, UpstreamError
 from codemode._scrub import Scrubber
 from codemode._upstream_types import (
@@ -92,15 +96,14 @@ class HttpxUpstream:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self.scrubber = scrubber if scrubber is not None else Scrubber()
+        # The server seeds its scrubber once (seed_scrubber) and passes it here; standalone, the same rule.
+        self.scrubber = scrubber if scrubber is not None else seed_scrubber(credentials, settings.headers)
         self._credentials = credentials
         self._hooks = tuple(audit_hooks)
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter for retry backoff, not security
-        for value in settings.headers.values():
-            self.scrubber.add(value, *value.split(None, 1)[1:])
+        self._static = {name.lower() for name in settings.headers}
         if credentials is not None:
-            self.scrubber.add(*credentials.secrets())
             credentials.bind(
                 transport=transport,
                 verify_tls=settings.verify_tls,
@@ -144,6 +147,10 @@ class HttpxUpstream:
         credentials: CredentialSource | None = (
             caller.credentials if caller is not None and caller.credentials is not None else self._credentials
         )
+        scrubber = self.scrubber
+        if credentials is not None and credentials is not self._credentials:
+            scrubber = scrubber.extended(credentials.secrets())
+        run_deadline = request.deadline
         try:
             original = request
             if credentials is not None:
@@ -155,8 +162,16 @@ class HttpxUpstream:
                 attempts += 1
                 last = attempts > self.settings.max_retries or method not in IDEMPOTENT_METHODS
                 deadline = anyio.current_time() + self.settings.timeout_seconds
+                if run_deadline is not None:
+                    left = run_deadline - time.monotonic()
+                    if left <= 0:
+                        raise UpstreamError(
+                            f"{self._where(outgoing, scrubber)}: not sent, the execution's deadline has passed.",
+                            code="upstream.timeout",
+                        )
+                    deadline = min(deadline, anyio.current_time() + left)
                 try:
-                    response = await self._attempt(outgoing, deadline)
+                    response = await self._attempt(outgoing, deadline, scrubber)
                 except _RetryableConnectError as exc:
                     if last:
                         raise exc.error from exc.__cause__
@@ -177,12 +192,14 @@ class HttpxUpstream:
                 try:
                     status = response.status_code
                     wait = None if last else self._retry_wait(response, attempts)
+                    if wait is not None and run_deadline is not None and time.monotonic() + wait >= run_deadline:
+                        wait = None  # a retry could not finish in time: hand over this answer
                     if wait is None:
-                        body = await self._read_body(response, outgoing, deadline)
+                        body = await self._read_body(response, outgoing, deadline, scrubber)
                         return UpstreamResponse(
                             status=status,
-                            headers=self.scrubber.scrub_headers(response.headers),
-                            body=self._decode(response, body),
+                            headers=scrubber.scrub_headers(response.headers),
+                            body=self._decode(response, body, scrubber),
                             elapsed_ms=(time.perf_counter() - started) * 1000,
                             attempts=attempts,
                         )
@@ -231,7 +248,8 @@ class HttpxUpstream:
                 code="config.no_base_url",
             )
         kwargs: dict[str, Any] = {}
-        headers = dict(request.headers)
+        # The operator's static headers win: a request header of the same name never replaces one.
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in self._static}
         if request.json is None:  # httpx reads json=None as "no body"
             kwargs["content"] = b"null"
             if not any(k.lower() == "content-type" for k in headers):
@@ -257,12 +275,12 @@ class HttpxUpstream:
             **kwargs,
         )
 
-    def _where(self, outgoing: httpx.Request) -> str:
+    def _where(self, outgoing: httpx.Request, scrubber: Scrubber) -> str:
         where = f"{outgoing.method} {_host_port(outgoing.url)}{outgoing.url.path}"
-        return self.scrubber.scrub_text(where)
+        return scrubber.scrub_text(where)
 
-    async def _attempt(self, outgoing: httpx.Request, deadline: float) -> httpx.Response:
-        where = self._where(outgoing)
+    async def _attempt(self, outgoing: httpx.Request, deadline: float, scrubber: Scrubber) -> httpx.Response:
+        where = self._where(outgoing, scrubber)
         s = self.settings
         try:
             with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
@@ -293,16 +311,18 @@ class HttpxUpstream:
         ) as exc:
             error = UpstreamError(
                 f"{where}: cannot reach {_host_port(outgoing.url)}"
-                f" ({type(exc).__name__}: {self.scrubber.scrub_text(_short_reason(exc))}).",
+                f" ({type(exc).__name__}: {scrubber.scrub_text(_short_reason(exc))}).",
                 code="upstream.unreachable",
             )
             if isinstance(exc, httpx.ConnectError):
                 raise _RetryableConnectError(error) from exc
             raise error from exc
 
-    async def _read_body(self, response: httpx.Response, outgoing: httpx.Request, deadline: float) -> bytes:
+    async def _read_body(
+        self, response: httpx.Response, outgoing: httpx.Request, deadline: float, scrubber: Scrubber
+    ) -> bytes:
         cap = self.settings.max_response_bytes
-        where = self._where(outgoing)
+        where = self._where(outgoing, scrubber)
 
         def too_large(detail: str) -> UpstreamError:
             return UpstreamError(
@@ -336,30 +356,30 @@ class HttpxUpstream:
             ) from exc
         return b"".join(chunks)
 
-    def _decode(self, response: httpx.Response, body: bytes) -> Any:
+    def _decode(self, response: httpx.Response, body: bytes, scrubber: Scrubber) -> Any:
+        """JSON, text or ``{"base64", "content_type"}``; scrubbed as bytes first, then once decoded."""
         if not body:
             return None
         content_type = response.headers.get("content-type", "")
         media = content_type.split(";", 1)[0].strip().lower()
+        charset = response.charset_encoding
+        body = scrubber.scrub_bytes(body, charset)
         if media.endswith(("/json", "+json")):
             try:
-                return self.scrubber.scrub_obj(jsonlib.loads(body))
+                return scrubber.scrub_obj(jsonlib.loads(body))
             except ValueError:
                 media = "text/plain"  # not JSON after all: hand it over as text
         if _is_text(media):
-            charset = response.charset_encoding or "utf-8"
             try:
-                text = body.decode(charset, errors="replace")
+                text = body.decode(charset or "utf-8", errors="replace")
             except LookupError:
                 text = body.decode("utf-8", errors="replace")
-            return self.scrubber.scrub_text(text)
+            return scrubber.scrub_text(text)
         if not media:
             try:
-                return self.scrubber.scrub_text(body.decode("utf-8"))
+                return scrubber.scrub_text(body.decode("utf-8"))
             except UnicodeDecodeError:
                 pass
-        if len(self.scrubber):  # a secret echoed in binary content is still a secret
-            body = self.scrubber.scrub_text(body.decode("latin-1")).encode("latin-1")
         return {
             "base64": base64.b64encode(body).decode("ascii"),
             "content_type": media or "application/octet-stream",

@@ -108,6 +108,7 @@ class UpstreamRequest:
     content: bytes | None = None
     security: tuple[tuple[str, ...], ...] = ()
     caller: Caller | None = None  # who the call is made for: their credentials, their audit rows
+    deadline: float | None = None  # time.monotonic() of the run's end: no attempt starts after it
 
 
 @dataclass(frozen=True)

@@ -63,11 +63,11 @@ async def test_api_key_header_query_cookie() -> None:
 
 
 async def test_injection_overrides_caller_values_case_insensitively() -> None:
-    creds = Credentials.from_env(SCHEMES, {"CODEMODE_API_KEY": "real-key", "CODEMODE_QUERY_KEY": "q"})
+    creds = Credentials.from_env(SCHEMES, {"CODEMODE_API_KEY": "real-key", "CODEMODE_QUERY_KEY": "query-q"})
     req = request(("api_key",), headers={"x-api-key": "guest-supplied"})
     assert (await creds.apply(req)).headers == {"X-API-Key": "real-key"}
     req = request(("queryKey",), params=[("key", "guest"), ("b", "2")])
-    assert (await creds.apply(req)).params == [("b", "2"), ("key", "q")]
+    assert (await creds.apply(req)).params == [("b", "2"), ("key", "query-q")]
 
 
 async def test_bearer() -> None:
@@ -99,9 +99,9 @@ async def test_other_http_scheme_and_static_oauth_token() -> None:
     schemes = {"tok": SecurityScheme("tok", "http", scheme="Token")}
     creds = Credentials.from_env(schemes, {"CODEMODE_TOK": "abcdefgh"})
     assert (await creds.apply(request(("tok",)))).headers["Authorization"] == "Token abcdefgh"
-    creds = Credentials.from_env(SCHEMES, {"CODEMODE_OIDC": "id-token-1", "CODEMODE_OAUTH": "at-2"})
+    creds = Credentials.from_env(SCHEMES, {"CODEMODE_OIDC": "id-token-1", "CODEMODE_OAUTH": "at-2-token"})
     assert (await creds.apply(request(("oidc",)))).headers["Authorization"] == "Bearer id-token-1"
-    assert (await creds.apply(request(("oauth",)))).headers["Authorization"] == "Bearer at-2"
+    assert (await creds.apply(request(("oauth",)))).headers["Authorization"] == "Bearer at-2-token"
 
 
 async def test_alternatives_first_satisfiable_wins() -> None:
@@ -249,7 +249,7 @@ async def test_oauth_token_endpoint_unreachable() -> None:
 
     creds = Credentials.from_env(
         SCHEMES,
-        {"CODEMODE_OAUTH_CLIENT_ID": "i", "CODEMODE_OAUTH_CLIENT_SECRET": "s"},
+        {"CODEMODE_OAUTH_CLIENT_ID": "i", "CODEMODE_OAUTH_CLIENT_SECRET": "secret-s"},
         transport=httpx.MockTransport(boom),
     )
     try:
@@ -263,7 +263,7 @@ async def test_oauth_token_endpoint_unreachable() -> None:
 
 def test_oauth_without_token_url_is_missing() -> None:
     schemes = {"o": SecurityScheme("o", "oauth2")}
-    creds = Credentials.from_env(schemes, {"CODEMODE_O_CLIENT_ID": "i", "CODEMODE_O_CLIENT_SECRET": "s"})
+    creds = Credentials.from_env(schemes, {"CODEMODE_O_CLIENT_ID": "i", "CODEMODE_O_CLIENT_SECRET": "secret-s"})
     assert creds.configured() == set()
     assert "CODEMODE_O_TOKEN_URL" in creds.describe()[0]
 
