@@ -39,6 +39,7 @@ import html.entities
 import logging
 import re
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -267,17 +268,16 @@ class LogScrubbing(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._scrubbers: list[Scrubber] = []
+        self._scrubbers: weakref.WeakSet[Scrubber] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def register(self, scrubber: Scrubber) -> None:
         with self._lock:
-            if not any(s is scrubber for s in self._scrubbers):
-                self._scrubbers = [*self._scrubbers, scrubber]
+            self._scrubbers.add(scrubber)
 
     def unregister(self, scrubber: Scrubber) -> None:
         with self._lock:
-            self._scrubbers = [s for s in self._scrubbers if s is not scrubber]
+            self._scrubbers.discard(scrubber)
 
     @staticmethod
     @contextmanager
@@ -291,7 +291,9 @@ class LogScrubbing(logging.Filter):
 
     def _all(self) -> list[Scrubber]:
         current = _CURRENT.get()
-        return [*self._scrubbers, *([current] if current is not None else [])]
+        with self._lock:
+            registered = list(self._scrubbers)
+        return [*registered, *([current] if current is not None else [])]
 
     def scrub(self, text: str) -> str:
         for scrubber in self._all():

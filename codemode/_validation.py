@@ -140,7 +140,7 @@ def _short(value: Any, limit: int = 200) -> str:
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
     if validator.is_type(instance, "string") and not pattern_search(pattern, instance):
-        yield ValidationError(f"{_short(instance)} does not match {pattern!r}")
+        yield ValidationError(f"{_short(instance, 60)} does not match {pattern!r}")
 
 
 def _timed(keyword: Callable[..., Any]) -> Callable[..., Any]:

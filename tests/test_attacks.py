@@ -12,16 +12,45 @@ leaving the WebAssembly/WASI boundary as the only wall.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import logging
 import os
+import re
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from mcp import Client
 
-from codemode._errors import UsageError
-from codemode._sandbox import GUEST_MODULES, RunOutcome, SandboxLimits, WasmSandbox, check_code, default_cache_dir
+from codemode import load_spec
+from codemode._admission import ExecutionLimiter, ExecutionLimits
+from codemode._credentials import Credentials, guest_override, seed_scrubber
+from codemode._errors import ConfigError, ServerBusy, UpstreamError, UsageError
+from codemode._hostcheck import ExactHostCheck
+from codemode._ir import SecurityScheme
+from codemode._sandbox import (
+    GUEST_MODULES,
+    LocalSandbox,
+    RunOutcome,
+    SandboxLimits,
+    WasmSandbox,
+    check_code,
+    default_cache_dir,
+)
+from codemode._scrub import Scrubber
+from codemode._server import CodemodeServer
+from codemode._settings import ExecuteSettings, ServerSettings
+from codemode._upstream import HttpxUpstream
+from codemode._upstream_types import UpstreamRequest, UpstreamResponse, UpstreamSettings
+from codemode._validation import ValidationTimeout, validator_class
+from codemode._validation import deadline as validation_deadline
 
 BYPASS = "B = print.__func__.__globals__['builtins']\nI = B.__import__\n"
 FAST = SandboxLimits(timeout_seconds=1.0, memory_mb=64)
@@ -358,3 +387,519 @@ def test_bypass_code_is_rejected_by_policy() -> None:
 
 def test_no_file_written_on_host() -> None:
     assert not os.path.exists("/tmp/codemode-pwned")
+
+
+# =====================================================================================
+# Host-side attacks: the bridge, validation, credentials, admission, transport.
+# (Review "Hardening the host side", findings 1-8, each fixed at its root.)
+# =====================================================================================
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_SPECS = ROOT.parent / "shared" / "specs"
+PETSTORE = ROOT / "specs" / "petstore3-openapi.yaml"
+HTTPBIN_SPEC = ROOT / "specs" / "httpbin-0.10.4-served-spec.json"
+CLOUDFLARE_PATTERN = "^([a-z]+[a-z0-9_-]*[a-z0-9]+)$"
+
+
+def shared_spec(name: str) -> Path:
+    path = SHARED_SPECS / name
+    if not path.exists():
+        pytest.skip(f"{path} not found: the corpus lives in ../shared/specs beside the repository")
+    return path
+
+
+class Recorder:
+    """An upstream that records every request and answers with a fixed body (any Upstream, no scrubbing)."""
+
+    def __init__(self, body: Any = None, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.requests: list[UpstreamRequest] = []
+        self.body, self.status, self.headers = body, status, headers or {}
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        self.requests.append(request)
+        body = self.body(request) if callable(self.body) else self.body
+        return UpstreamResponse(status=self.status, headers=self.headers, body=body, elapsed_ms=1.0, attempts=1)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def tool(server: CodemodeServer, name: str, args: dict[str, Any]) -> tuple[str, bool]:
+    async with Client(server.mcp) as client:
+        result = await client.call_tool(name, args)
+    return result.content[0].text, bool(result.is_error)  # type: ignore[union-attr]
+
+
+def executed(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(text)
+    return out
+
+
+# -- finding 1: a slow pattern in host-side validation --------------------------------
+
+
+async def test_catastrophic_pattern_answers_within_timeout_while_search_stays_fast(sandbox: WasmSandbox) -> None:
+    """Cloudflare's pattern is cubic on ``"a" * n + "!"`` with backtracking; 100 kB took days on ``re``."""
+    spec = load_spec(str(shared_spec("cloudflare-openapi.json")))
+    limits = SandboxLimits(timeout_seconds=5)
+    server = CodemodeServer(spec, ServerSettings(execute=ExecuteSettings(limits=limits)), sandbox=sandbox, env={})
+    code = "api.vectorize_beta_deprecated.vectorize_deprecated_get_vectorize('acc', 'a' * 100_000 + '!')"
+    timings: dict[str, float] = {}
+
+    async def execute() -> tuple[str, bool]:
+        started = time.monotonic()
+        async with Client(server.mcp) as client:
+            result = await client.call_tool("execute", {"code": code, "dry_run": True})
+        timings["execute"] = time.monotonic() - started
+        return result.content[0].text, bool(result.is_error)  # type: ignore[union-attr]
+
+    async def search() -> None:
+        await asyncio.sleep(0.05)  # while the execute is validating
+        started = time.monotonic()
+        async with Client(server.mcp) as client:
+            await client.call_tool("search", {"query": "list dns records"})
+        timings["search"] = time.monotonic() - started
+
+    (text, is_error), _ = await asyncio.gather(execute(), search())
+    assert timings["execute"] < limits.timeout_seconds + 2, timings
+    assert timings["search"] < 1.0, timings
+    assert is_error and "TypeError" in text and "does not match" in text, text
+
+
+def test_patterns_run_in_linear_time_and_unsupported_ones_are_not_checked() -> None:
+    cls = validator_class("oas30")
+    value = "a" * 1_000_000 + "!"
+    started = time.monotonic()
+    errors = list(cls({"type": "string", "pattern": CLOUDFLARE_PATTERN}).iter_errors(value))
+    assert len(errors) == 1 and time.monotonic() - started < 5  # hang bound: backtracking would take years
+    assert not list(cls({"type": "string", "pattern": CLOUDFLARE_PATTERN}).iter_errors("my-index"))
+    # lookaround is not RE2: not checked on the host (the upstream judges), never an exception
+    assert not list(cls({"type": "string", "pattern": "^(?=a)b$"}).iter_errors("zzz"))
+    # patternProperties / additionalProperties (3.1) go through RE2 too
+    schema = {"type": "object", "patternProperties": {CLOUDFLARE_PATTERN: {"type": "integer"}},
+              "additionalProperties": False}  # fmt: skip
+    assert len(list(validator_class("oas31")(schema).iter_errors({value: 1}))) == 1
+
+
+def test_validation_stops_at_the_run_deadline() -> None:
+    cls = validator_class("oas31")
+    schema = {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "object"}]}}
+    with validation_deadline(time.monotonic() - 1), pytest.raises(ValidationTimeout):
+        list(cls(schema).iter_errors(["x"] * 10))
+    assert not list(cls(schema).iter_errors(["x"] * 10))  # outside the block: no deadline
+
+
+def test_unique_items_is_linear_and_keeps_json_equality() -> None:
+    cls = validator_class("oas30")
+    schema = {"type": "array", "uniqueItems": True}
+    assert not list(cls(schema).iter_errors([{"a": i} for i in range(50_000)]))  # quadratic before
+    assert list(cls(schema).iter_errors([{"a": 1}, {"a": 1.0}]))  # 1 == 1.0 in JSON Schema
+    assert not list(cls(schema).iter_errors([True, 1]))  # true != 1
+
+
+# -- finding 2 and 6: sleeping programs, execution slots, fair share ------------------
+
+# The review's program (the original blocking sleep, reached through the old sliced sleep's closure),
+# falling back to the plain sleep where that closure no longer exists.
+SLEEPER = """import dataclasses, time
+try:
+    sleep = dataclasses.inspect.getclosurevars(time.sleep).nonlocals['blocking']
+except TypeError:
+    sleep = time.sleep
+sleep(90)"""
+
+
+async def test_fifty_sleepers_end_by_their_timeout_and_another_session_is_served(sandbox: WasmSandbox) -> None:
+    """50 concurrent sleeping programs under timeout 10 from five sessions; a sixth session is answered."""
+    settings = ServerSettings(execute=ExecuteSettings(limits=SandboxLimits(timeout_seconds=10)))
+    server = CodemodeServer(load_spec(str(PETSTORE)), settings, sandbox=sandbox, env={})
+    ends: list[float] = []
+    texts: list[str] = []
+    executors: list[Any] = []
+
+    async def session(n: int) -> None:
+        async with Client(server.mcp) as client:
+
+            async def one(code: str) -> None:
+                result = await client.call_tool("execute", {"code": code})
+                ends.append(time.monotonic())
+                texts.append(result.content[0].text)  # type: ignore[union-attr]
+
+            await asyncio.gather(*(one(SLEEPER) for _ in range(n)))
+
+    async def bystander() -> tuple[float, str, bool]:
+        await asyncio.sleep(1.5)  # every slot is taken by then
+        started = time.monotonic()
+        async with Client(server.mcp) as client:
+            result = await client.call_tool("execute", {"code": "result = 6 * 7"})
+            executors.append(server.executor())
+        return time.monotonic() - started, result.content[0].text, bool(result.is_error)  # type: ignore[union-attr]
+
+    started = time.monotonic()
+    *_, (waited, text, is_error) = await asyncio.gather(*(session(10) for _ in range(5)), bystander())
+    assert len(ends) == 50
+    assert max(ends) - started < 10 + 3, max(ends) - started  # every run ended by its timeout
+    assert all("timeout_seconds=10" in t or t.startswith("Server busy") for t in texts), texts
+    assert waited < 2.0, waited
+    assert (not is_error and json.loads(text)["result"] == 42) or text.startswith("Server busy"), text
+    # no host thread (nor slot) held past the timeout
+    assert server.limiter.running == 0 and server.limiter.queued == 0
+    threads = executors[0]._threads
+    assert threads is not None and threads[1].borrowed_tokens == 0
+
+
+async def test_one_session_cannot_take_every_slot() -> None:
+    """Fair share: with a session holding its whole share, another session still gets a slot at once."""
+    limiter = ExecutionLimiter(ExecutionLimits(max_concurrent=4, queue_seconds=0.2))
+    release = asyncio.Event()
+
+    async def hold(client: str) -> str:
+        try:
+            async with limiter.slot(client, 64):
+                await release.wait()
+                return "ran"
+        except ServerBusy as exc:
+            return exc.code
+
+    greedy = [asyncio.create_task(hold("session:greedy")) for _ in range(10)]
+    await asyncio.sleep(0.3)
+    assert limiter.held("session:greedy") == 2 and limiter.running == 2  # its share: half the slots
+    async with limiter.slot("session:other", 64):
+        assert limiter.held("session:other") == 1
+    release.set()
+    outcomes = await asyncio.gather(*greedy)
+    assert outcomes.count("ran") == 2 and outcomes.count("server.busy") == 8
+
+
+async def test_a_freed_slot_goes_to_the_client_holding_fewest() -> None:
+    limiter = ExecutionLimiter(ExecutionLimits(max_concurrent=2, max_per_client=2, queue_seconds=5))
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def run(client: str, hold: bool) -> None:
+        async with limiter.slot(client, 64):
+            order.append(client)
+            if hold:
+                await gate.wait()
+
+    first = [asyncio.create_task(run("a", True)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    waiting = [asyncio.create_task(run("a", False)), asyncio.create_task(run("b", False))]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(*first, *waiting)
+    assert order[2] == "b", order  # "a" asked first, but "b" held no slot
+
+
+async def test_memory_budget_and_queue_limits_refuse_with_a_clear_error() -> None:
+    limiter = ExecutionLimiter(ExecutionLimits(max_concurrent=8, memory_budget_mb=512, queue_seconds=0.1, max_queued=0))
+    async with limiter.slot("x", 256), limiter.slot("y", 256):
+        with pytest.raises(ServerBusy, match="server busy"):
+            async with limiter.slot("z", 256):
+                pass
+    with pytest.raises(ServerBusy, match="memory_budget_mb=512"):
+        async with limiter.slot("z", 1024):
+            pass
+    assert limiter.running == 0
+
+
+def test_one_limiter_serves_servers_on_different_event_loops() -> None:
+    limiter = ExecutionLimiter(ExecutionLimits(max_concurrent=2, max_per_client=1, queue_seconds=2))
+    results: list[float] = []
+
+    async def use(client: str) -> None:
+        async with limiter.slot(client, 64):
+            await asyncio.sleep(0.2)
+            results.append(time.monotonic())
+
+    threads = [threading.Thread(target=lambda c=c: asyncio.run(use(c))) for c in ("a", "a", "b")]  # type: ignore[misc]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(results) == 3 and limiter.running == 0
+
+
+def test_server_refuses_a_memory_limit_above_the_budget() -> None:
+    settings = ServerSettings(
+        execute=ExecuteSettings(limits=SandboxLimits(memory_mb=512)),
+        executions=ExecutionLimits(memory_budget_mb=256),
+    )
+    with pytest.raises(ConfigError, match="memory_budget_mb=256"):
+        CodemodeServer(load_spec(str(PETSTORE)), settings, sandbox=LocalSandbox(), env={})
+
+
+# -- finding 3: secrets in every spelling, in every channel, in logs -------------------
+
+KEY = "k3y/with+plus=eq-0123456789"  # a query key with the characters URLs encode
+
+
+def httpbin_with_query_key(tmp: Path) -> Path:
+    """httpbin's own spec plus an apiKey-in-query scheme, so that the key is really injected."""
+    raw = json.loads(HTTPBIN_SPEC.read_text())
+    raw["securityDefinitions"] = {"key": {"type": "apiKey", "in": "query", "name": "api_key"}}
+    raw["security"] = [{"key": []}]
+    path = tmp / "httpbin-with-key.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+async def test_partly_percent_encoded_query_key_never_reaches_the_guest(
+    httpbin_url: str, sandbox: WasmSandbox, tmp_path: Path
+) -> None:
+    """Werkzeug echoes ``request.url`` with ``/`` decoded but ``+ =`` encoded: the review unquoted that."""
+    settings = ServerSettings(upstream=UpstreamSettings(base_url=httpbin_url))
+    server = CodemodeServer(
+        load_spec(str(httpbin_with_query_key(tmp_path))), settings, sandbox=sandbox, env={"CODEMODE_KEY": KEY}
+    )
+    code = """
+import urllib.parse
+echo = api.call("GET /get")
+url = echo["url"]
+result = {"url": url, "unquoted": urllib.parse.unquote(url.split("api_key=")[1]), "args": echo["args"]}
+"""
+    text, is_error = await tool(server, "execute", {"code": code})
+    assert not is_error, text
+    out = executed(text)["result"]
+    assert "api_key=" in out["url"], out  # the key was really sent ...
+    assert KEY not in json.dumps(out) and KEY not in out["unquoted"], out  # ... and never seen
+    assert out["args"]["api_key"] == "[REDACTED]"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "k3y%2Fwith%2Bplus%3Deq-0123456789",  # fully encoded
+        "k3y/with%2bplus%3deq-0123456789",  # partly, lower case
+        "k3y%2fwith+plus=eq%2D0123456789",  # partly, other characters
+        "%6B3y/with%2Bplus=eq-0123456789",  # an unreserved character encoded
+        "k3y\\/with\\u002Bplus\\u003deq-0123456789",  # JSON escapes
+        "k3y&#47;with&plus;plus&#x3D;eq-0123456789",  # HTML references
+        "k3y&sol;with&#0043plus&equals;eq-0123456789",  # named, zero-padded, no semicolon
+        "k3y/with plus=eq-0123456789",  # '+' decoded as a space
+    ],
+)
+def test_scrubber_matches_every_spelling_per_character(spelling: str) -> None:
+    scrubber = Scrubber([KEY])
+    assert scrubber.scrub_text(f"before {spelling} after") == "before [REDACTED] after"
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "utf-16-be", "utf-32", "latin-1", "cp1252", "shift_jis"])
+def test_scrubber_matches_secrets_in_any_charset_before_and_after_decoding(charset: str) -> None:
+    secret = "pässwörd-0123456789" if charset in ("latin-1", "cp1252", "utf-16", "utf-16-be", "utf-32") else KEY
+    scrubber = Scrubber([secret])
+    body = f"<p>token: {secret}</p>".encode(charset)
+    scrubbed = scrubber.scrub_bytes(body, charset)
+    assert secret not in scrubbed.decode(charset, "replace") and "[REDACTED]" in scrubbed.decode(charset, "replace")
+    # declared wrongly: the raw UTF-16 bytes still carry no secret for the guest to re-encode
+    assert secret.encode("utf-16-le") not in Scrubber([secret]).scrub_bytes(secret.encode("utf-16-le"), "latin-1")
+
+
+async def test_every_body_that_crosses_into_the_guest_is_scrubbed_whatever_the_upstream() -> None:
+    """A non-scrubbing Upstream (any implementation of the seam): JSON, text, binary, error bodies."""
+    secret = "sk-live-0123456789abcdef"
+    spec = load_spec(str(PETSTORE))
+    settings = ServerSettings(upstream=UpstreamSettings(headers={"Authorization": f"Bearer {secret}"}))
+    bodies = {
+        "json": {"token": secret, secret: [f"x{secret}y"]},
+        "text": f"your key is {secret}",
+        "binary": {"base64": base64.b64encode(b"\x00\x01" + secret.encode() + b"\xff").decode(),
+                   "content_type": "application/octet-stream"},
+    }  # fmt: skip
+    for kind, body in bodies.items():
+        for status in (200, 500):
+            server = CodemodeServer(spec, settings, sandbox=LocalSandbox(), upstream=Recorder(body, status), env={})
+            code = (
+                "import base64\ntry:\n    r = api.pet.get_by_id(1)\nexcept ApiError as e:\n    r = e.body\n"
+                "result = base64.b64decode(r['base64']).decode('latin-1') if isinstance(r, dict) and 'base64' in r "
+                "else r"
+            )
+            text, _ = await tool(server, "execute", {"code": code})
+            assert secret not in text and "REDACTED" in text, (kind, status, text)
+
+
+async def test_upstream_error_messages_and_notes_are_scrubbed() -> None:
+    secret = "sk-live-0123456789abcdef"
+    spec = load_spec(str(PETSTORE))
+
+    class Failing(Recorder):
+        async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+            raise UpstreamError(f"could not reach https://x.test/?key={secret}", code="upstream.unreachable")
+
+    settings = ServerSettings(upstream=UpstreamSettings(headers={"X-Api-Key": secret}))
+    server = CodemodeServer(spec, settings, sandbox=LocalSandbox(), upstream=Failing(), env={})
+    text, _ = await tool(server, "execute", {"code": "api.pet.get_by_id(1)"})
+    assert secret not in text and "[REDACTED]" in text
+    # a response that differs from the spec becomes a note quoting the value: scrubbed too
+    wrong = {"id": secret, "name": "Rex", "photoUrls": []}  # id is an integer in the spec
+    server = CodemodeServer(spec, settings, sandbox=LocalSandbox(), upstream=Recorder(wrong), env={})
+    text, _ = await tool(server, "execute", {"code": "result = api.pet.get_by_id(1)"})
+    out = executed(text)
+    assert secret not in text and any("[REDACTED]" in n for n in out.get("notes", [])), out
+
+
+async def test_a_secret_reassembled_in_the_guest_does_not_leave_in_its_output() -> None:
+    secret = "sk-live-0123456789abcdef"
+    spec = load_spec(str(PETSTORE))
+    upstream = Recorder({"id": 1, "name": secret[::-1]})  # the upstream reversed it: unrecognisable there
+    settings = ServerSettings(upstream=UpstreamSettings(headers={"X-Api-Key": secret}))
+    server = CodemodeServer(spec, settings, sandbox=LocalSandbox(), upstream=upstream, env={})
+    text, _ = await tool(server, "execute", {"code": "n = api.pet.get_by_id(1)['name'][::-1]\nprint(n)\nresult = n"})
+    assert secret not in text
+
+
+async def test_debug_logs_of_request_urls_carry_no_key(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """``--debug``: httpx logs every request URL, with the query key the host injected."""
+    spec = load_spec(str(httpbin_with_query_key(tmp_path)))
+    env = {"CODEMODE_KEY": KEY}
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"url": str(request.url)})
+
+    up = UpstreamSettings(base_url="https://httpbin.test")
+    credentials = Credentials.from_env(spec.security_schemes, env)
+    upstream = HttpxUpstream(up, credentials=credentials, transport=httpx.MockTransport(handler))
+    server = CodemodeServer(spec, ServerSettings(upstream=up), sandbox=LocalSandbox(), upstream=upstream, env=env)
+    with caplog.at_level(logging.DEBUG):
+        await tool(server, "execute", {"code": "result = api.call('GET /get')"})
+    assert seen and "api_key=k3y%2Fwith%2Bplus%3Deq" in str(seen[0].url)  # the key really went out in the URL
+    assert "HTTP Request: GET https://httpbin.test/get?api_key=[REDACTED]" in caplog.text, caplog.text
+    assert KEY not in caplog.text and "k3y%2F" not in caplog.text
+
+
+def test_short_secrets_are_refused_at_start_up() -> None:
+    schemes = {"k": SecurityScheme("k", "apiKey", location="query", param_name="key")}
+    with pytest.raises(ConfigError, match="CODEMODE_K is 4 characters long") as info:
+        Credentials.from_env(schemes, {"CODEMODE_K": "abcd"})
+    assert info.value.code == "config.short_secret"
+    with pytest.raises(ConfigError, match="static header 'Authorization'"):
+        seed_scrubber(None, {"Authorization": "Bearer abc"})
+    seed_scrubber(None, {"X-Api-Version": "2"})  # not a credential header: not a secret, not refused
+
+
+def test_static_header_values_are_seeded_into_the_servers_scrubber() -> None:
+    settings = ServerSettings(upstream=UpstreamSettings(headers={"Authorization": "Bearer tok-0123456789"}))
+    server = CodemodeServer(load_spec(str(PETSTORE)), settings, sandbox=LocalSandbox(), env={})
+    assert server.scrubber.scrub_text("tok-0123456789 and Bearer tok-0123456789") == "[REDACTED] and [REDACTED]"
+
+
+async def test_bare_token_of_a_static_header_echoed_by_httpbin_bearer(httpbin_url: str, sandbox: WasmSandbox) -> None:
+    token = "sk-live-0123456789abcdef"
+    settings = ServerSettings(
+        upstream=UpstreamSettings(base_url=httpbin_url, headers={"Authorization": f"Bearer {token}"})
+    )
+    server = CodemodeServer(load_spec(str(HTTPBIN_SPEC)), settings, sandbox=sandbox, env={})
+    text, is_error = await tool(server, "execute", {"code": "result = api.call('GET /bearer')"})
+    assert not is_error, text
+    assert executed(text)["result"] == {"authenticated": True, "token": "[REDACTED]"}
+
+
+# -- finding 4: a guest value never replaces the operator's credential ----------------
+
+
+async def test_guest_header_cannot_replace_a_static_authorization_header() -> None:
+    recorder = Recorder({"authenticated": True})
+    settings = ServerSettings(upstream=UpstreamSettings(headers={"Authorization": "Bearer sk-live-0123456789"}))
+    server = CodemodeServer(load_spec(str(HTTPBIN_SPEC)), settings, sandbox=LocalSandbox(), upstream=recorder, env={})
+    for call in ("api.auth.list_bearer", "lambda **kw: api.call('GET /bearer', **kw)"):
+        code = (
+            f"try:\n    ({call})(Authorization='Bearer attacker-token')\n"
+            "except PermissionError as e:\n    result = str(e)"
+        )
+        text, is_error = await tool(server, "execute", {"code": code})
+        assert not is_error and "set by the server" in executed(text)["result"], text
+    assert recorder.requests == []  # never sent
+    lower = UpstreamRequest(operation="x", method="GET", url="https://h/x", headers={"authorization": "Bearer x"})
+    assert guest_override(lower, frozenset(), {"Authorization": "Bearer sk-live-0123456789"}) is not None
+
+
+async def test_guest_query_and_cookie_cannot_replace_injected_credentials(tmp_path: Path) -> None:
+    recorder = Recorder({"args": {}})
+    spec = load_spec(str(httpbin_with_query_key(tmp_path)))
+    env = {"CODEMODE_KEY": KEY}
+    server = CodemodeServer(spec, ServerSettings(), sandbox=LocalSandbox(), upstream=recorder, env=env)
+    reserved = server.credentials.reserved()
+    assert ("query", "api_key") in reserved
+    request = UpstreamRequest(operation="x", method="GET", url="https://h/x", params=[("API_KEY", "mine")])
+    assert guest_override(request, reserved, {}) is not None
+    cookie = UpstreamRequest(operation="x", method="GET", url="https://h/x", cookies={"sid": "mine"})
+    assert guest_override(cookie, frozenset({("cookie", "sid")}), {}) is not None
+    same = UpstreamRequest(operation="x", method="GET", url="https://h/x", headers={"accept": "a/b"})
+    assert guest_override(same, frozenset(), {"Accept": "a/b"}) is None  # equal to the static one: no override
+
+
+# -- finding 5: allow/deny patterns ----------------------------------------------------
+
+
+async def test_deny_pattern_matches_methods_in_any_case() -> None:
+    spec = load_spec(str(PETSTORE))
+    recorder = Recorder(None)
+    settings = ServerSettings(execute=ExecuteSettings(deny=("delete /pet/*",)))
+    server = CodemodeServer(spec, settings, sandbox=LocalSandbox(), upstream=recorder, env={})
+    code = "try:\n    api.pet.delete(1)\nexcept PermissionError as e:\n    result = str(e)"
+    text, _ = await tool(server, "execute", {"code": code})
+    assert "denied by this server's configuration" in executed(text)["result"]
+    assert recorder.requests == []
+
+
+@pytest.mark.parametrize(("flag", "pattern"), [("allow", "pet.get_pet_by_idd"), ("deny", "DELTE /pet/*")])
+def test_a_pattern_that_matches_nothing_is_an_error_at_start_up(flag: str, pattern: str) -> None:
+    settings = ServerSettings(execute=ExecuteSettings(**{flag: (pattern,)}))
+    with pytest.raises(ConfigError, match=f"--{flag} '{re.escape(pattern)}' matches no operation") as info:
+        CodemodeServer(load_spec(str(PETSTORE)), settings, sandbox=LocalSandbox(), env={})
+    assert "Closest operations:" in info.value.message and info.value.code == "config.unmatched_pattern"
+
+
+# -- finding 7: the policy pre-check is a friendly early error, the limits are the wall ---
+
+
+async def test_direct_bridge_calls_count_against_max_calls(sandbox: WasmSandbox) -> None:
+    """The guest client's own ``_call`` is reachable without a dunder; every call counts."""
+    settings = ServerSettings(execute=ExecuteSettings(max_calls=5))
+    server = CodemodeServer(load_spec(str(PETSTORE)), settings, sandbox=sandbox, upstream=Recorder({}), env={})
+    code = """
+hits = {"ok": 0, "refused": 0}
+for i in range(100):
+    ok, answer = api._call("invoke" if i % 2 else "spec", "not json")
+    hits["refused" if "call limit" in answer else "ok"] += 1
+result = hits
+"""
+    text, _ = await tool(server, "execute", {"code": code})
+    assert executed(text)["result"] == {"ok": 5, "refused": 95}, text
+
+
+# -- finding 8: the exact Host/Origin check --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"host": "127.0.0.1:8123"}, 200),
+        ({"host": "localhost:8123", "origin": "http://localhost:8123"}, 200),
+        ({"host": "127.0.0.1:1.evil.example"}, 421),  # the SDK's prefix match accepts this
+        ({"host": "127.0.0.1:8124"}, 421),
+        ({"host": "127.0.0.1:8123", "origin": "http://127.0.0.1:1.evil.example"}, 403),
+        ({"host": "127.0.0.1:8123", "origin": "http://evil.example"}, 403),
+        ({"host": "127.0.0.1:8123", "origin": "null"}, 403),
+        ({"host": "mcp.example.com", "origin": "https://mcp.example.com"}, 200),
+    ],
+)
+async def test_exact_host_and_origin_check(headers: dict[str, str], status: int) -> None:
+    async def ok(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = ExactHostCheck(ok, host="127.0.0.1", port=8123, allowed_hosts=("mcp.example.com",))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client:
+        response = await client.get("/mcp", headers=headers)
+    assert response.status_code == status, response.text
+
+
+async def test_server_http_app_refuses_a_prefix_host() -> None:
+    server = CodemodeServer(load_spec(str(PETSTORE)), ServerSettings(), sandbox=LocalSandbox(), env={})
+    app = server.http_app("http", port=8123)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client:
+        response = await client.post("/mcp", headers={"host": "127.0.0.1:1.evil.example"}, json={})
+    assert response.status_code == 421
