@@ -443,7 +443,8 @@ async def test_catastrophic_pattern_answers_within_timeout_while_search_stays_fa
     spec = load_spec(str(shared_spec("cloudflare-openapi.json")))
     limits = SandboxLimits(timeout_seconds=5)
     server = CodemodeServer(spec, ServerSettings(execute=ExecuteSettings(limits=limits)), sandbox=sandbox, env={})
-    code = "api.vectorize_beta_deprecated.vectorize_deprecated_get_vectorize('acc', 'a' * 100_000 + '!')"
+    op = "GET /accounts/{account_id}/vectorize/indexes/{index_name}"
+    code = f"api.call({op!r}, 'acc', 'a' * 100_000 + '!')"
     timings: dict[str, float] = {}
 
     async def execute() -> tuple[str, bool]:
@@ -809,7 +810,7 @@ async def test_guest_header_cannot_replace_a_static_authorization_header() -> No
             "except PermissionError as e:\n    result = str(e)"
         )
         text, is_error = await tool(server, "execute", {"code": code})
-        assert not is_error and "set by the server" in executed(text)["result"], text
+        assert not is_error and "by the server" in executed(text)["result"], text  # a catchable PermissionError
     assert recorder.requests == []  # never sent
     lower = UpstreamRequest(operation="x", method="GET", url="https://h/x", headers={"authorization": "Bearer x"})
     assert guest_override(lower, frozenset(), {"Authorization": "Bearer sk-live-0123456789"}) is not None
@@ -903,3 +904,32 @@ async def test_server_http_app_refuses_a_prefix_host() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client:
         response = await client.post("/mcp", headers={"host": "127.0.0.1:1.evil.example"}, json={})
     assert response.status_code == 421
+
+
+async def test_an_exploded_object_cannot_smuggle_the_credential_query_name(tmp_path: Path) -> None:
+    """``style: form, explode: true`` sends each key of an object as its own query parameter."""
+    spec_path = tmp_path / "smuggle.json"
+    spec_path.write_text(json.dumps({
+        "openapi": "3.0.3", "info": {"title": "Smuggle", "version": "1"},
+        "servers": [{"url": "https://api.test"}],
+        "components": {"securitySchemes": {"key": {"type": "apiKey", "in": "query", "name": "api_key"}}},
+        "security": [{"key": []}],
+        "paths": {"/items": {"get": {"operationId": "listItems", "parameters": [
+            {"name": "filter", "in": "query", "style": "form", "explode": True,
+             "schema": {"type": "object", "additionalProperties": {"type": "string"}}}],
+            "responses": {"200": {"description": "ok"}}}}},
+    }))  # fmt: skip
+    recorder = Recorder([])
+    server = CodemodeServer(
+        load_spec(str(spec_path)), ServerSettings(), sandbox=LocalSandbox(), upstream=recorder,
+        env={"CODEMODE_KEY": KEY},
+    )  # fmt: skip
+    code = (
+        "try:\n    api.call('listItems', filter={'API_KEY': 'attacker'})\n"
+        "except PermissionError as e:\n    result = str(e)"
+    )
+    text, _ = await tool(server, "execute", {"code": code})
+    assert "query parameter 'API_KEY' carries the server's credential" in executed(text)["result"], text
+    assert recorder.requests == []
+    text, _ = await tool(server, "execute", {"code": "result = api.call('listItems', filter={'colour': 'red'})"})
+    assert recorder.requests and recorder.requests[0].params == [("colour", "red")]

@@ -159,11 +159,11 @@ async def test_api_key_parameters_are_filled_from_their_scheme() -> None:
     wire = Wire()
     spec = load_spec(str(ROOT / "specs" / "petstore3-openapi.yaml"))
     assert "api_key" not in signature(spec.operation("pet.delete"), max_optional=None)  # type: ignore[arg-type]
-    server = CodemodeServer(spec, ServerSettings(), sandbox=LocalSandbox(), env={"CODEMODE_API_KEY": "k-123"})
+    server = CodemodeServer(spec, ServerSettings(), sandbox=LocalSandbox(), env={"CODEMODE_API_KEY": "k-123456"})
     server._upstream = HttpxUpstream(UpstreamSettings(), transport=httpx.MockTransport(wire))
     out = await run(server, "api.pet.delete(3)")
     assert not out["is_error"], out
-    assert wire.requests[0].headers["api_key"] == "k-123"
+    assert wire.requests[0].headers["api_key"] == "k-123456"
 
 
 # -- PagerDuty: boilerplate headers are filled from the spec -------------------------------------
