@@ -26,6 +26,9 @@ log = logging.getLogger("codemode.portal.audit")
 EVENTS = (
     "login", "login_failed", "logout", "client_registered", "consent", "consent_denied", "grant_revoked",
     "token_issued", "token_refreshed", "token_revoked", "replay", "upstream_call",
+    # each user's own upstream credentials, and delegated (OpenID Connect) sign-in
+    "upstream_key_saved", "upstream_linked", "upstream_link_failed", "upstream_unlinked", "upstream_refreshed",
+    "upstream_refresh_failed", "user_created",
 )  # fmt: skip
 DETAIL_MAX = 500
 

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._errors import PortalConfigError
+from ._provider_config import OidcSettings, UpstreamOAuthEntry
 from ._tomllines import KeyLines
 
 __all__ = [
@@ -99,6 +100,7 @@ class PortalSettings(BaseModel):
     stateless: bool = Field(default=False, description="stateless streamable HTTP (replicas behind a load balancer)")
     allowed_hosts: tuple[str, ...] = Field(default=(), description="extra Host headers accepted (DNS rebinding)")
     trust_forwarded_for: bool = Field(default=False, description="take the client address from X-Forwarded-For")
+    oidc: OidcSettings | None = Field(default=None, description="[portal.oidc]: sign-in through OpenID Connect")
 
     @field_validator("public_url")
     @classmethod
@@ -154,6 +156,12 @@ class ServerEntry(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict, description="static upstream headers; ${VAR} expanded")
     credentials: dict[str, str] = Field(default_factory=dict, description="security scheme -> environment variable")
     upstream_auth: Literal["shared", "per-user"] = "shared"
+    upstream_scheme: str | None = Field(
+        default=None, max_length=200,
+        description="per-user: the security scheme a pasted credential is sent as ('bearer': on every call)",
+    )  # fmt: skip
+    upstream_paste: bool = Field(default=True, description="per-user: users may paste an API key or token")
+    upstream_oauth: UpstreamOAuthEntry | None = Field(default=None, description="per-user: link upstream accounts")
     read_only: bool | None = None
     allow: tuple[str, ...] | None = None
     deny: tuple[str, ...] = ()
@@ -168,6 +176,12 @@ class ServerEntry(BaseModel):
         for suffix in self.scopes:
             if not SCOPE_SUFFIX.match(suffix) or suffix in ("read", "write"):
                 raise ValueError(f"scope name {suffix!r} is not allowed (letters, digits, _.:/-; not read/write)")
+        if self.upstream_auth != "per-user":
+            for key in ("upstream_scheme", "upstream_oauth"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} needs upstream_auth = 'per-user'")
+        elif not self.upstream_paste and self.upstream_oauth is None:
+            raise ValueError("a per-user server needs upstream_paste = true or an [upstream_oauth] table")
         for var in self.credentials.values():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
                 raise ValueError(f"credentials values name environment variables; {var!r} is not a variable name")

@@ -7,19 +7,24 @@ from ._async import AsyncStore
 from ._memory import MemoryStore
 from ._sql import SqlStore
 from ._types import AuditRow, AuthCode, Client, Grant, Store, TokenKind, TokenRecord, TokenView, User
+from ._upstream_types import ExternalIdentity, PendingFlow, UpstreamCredential, UpstreamStore
 
 __all__ = [
     "AsyncStore",
     "AuditRow",
     "AuthCode",
     "Client",
+    "ExternalIdentity",
     "Grant",
     "MemoryStore",
+    "PendingFlow",
     "SqlStore",
     "Store",
     "TokenKind",
     "TokenRecord",
     "TokenView",
+    "UpstreamCredential",
+    "UpstreamStore",
     "User",
     "open_store",
 ]

@@ -8,13 +8,14 @@ from itertools import count
 
 from .._errors import StoreConflict
 from ._types import AuditRow, AuthCode, Client, Grant, TokenRecord, TokenView, User
+from ._upstream_memory import UpstreamMemoryMixin
 
 __all__ = ["MemoryStore"]
 
 RATE_EVENT_MAX_AGE = 86_400.0
 
 
-class MemoryStore:
+class MemoryStore(UpstreamMemoryMixin):
     """Everything in dicts under one lock (each method is one "transaction")."""
 
     def __init__(self) -> None:
@@ -30,6 +31,7 @@ class MemoryStore:
         self.audit: list[AuditRow] = []
         self._ids = count(1)
         self.closed = False
+        self._init_upstream()
 
     def ping(self) -> None:
         return None

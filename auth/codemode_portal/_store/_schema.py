@@ -5,7 +5,21 @@ from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
-__all__ = ["audit", "clients", "codes", "grants", "metadata", "rate_events", "secrets", "sessions", "tokens", "users"]
+__all__ = [
+    "audit",
+    "clients",
+    "codes",
+    "external_identities",
+    "grants",
+    "metadata",
+    "pending_flows",
+    "rate_events",
+    "secrets",
+    "sessions",
+    "tokens",
+    "upstream_credentials",
+    "users",
+]
 
 metadata = MetaData()
 
@@ -118,4 +132,48 @@ audit = Table(
     Column("operation", String(300), nullable=True),
     Column("status", String(64), nullable=True),
     Column("detail", String(500), nullable=True),
+)
+
+# -- each user's own upstream credentials, pending OAuth flows, external identities (migration 0002)
+upstream_credentials = Table(
+    "upstream_credentials",
+    metadata,
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("server", String(64), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("scheme", String(200), nullable=False),
+    Column("secret", Text, nullable=False),  # sealed (AES-GCM), never clear
+    Column("refresh", Text, nullable=True),  # sealed
+    Column("expires_at", Float, nullable=True),
+    Column("scopes", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("lease_until", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+pending_flows = Table(
+    "pending_flows",
+    metadata,
+    Column("state_hash", String(HASH), primary_key=True),
+    Column("purpose", String(8), nullable=False),
+    Column("session_hash", String(HASH), nullable=False),
+    Column("verifier", Text, nullable=False),  # sealed
+    Column("server", String(64), nullable=True),
+    Column("user_id", String(32), nullable=True),
+    Column("nonce", String(128), nullable=True),
+    Column("next_url", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+external_identities = Table(
+    "external_identities",
+    metadata,
+    Column("issuer", String(URL), primary_key=True),
+    Column("subject", String(255), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_login_at", Float, nullable=True),
 )

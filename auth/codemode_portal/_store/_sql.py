@@ -16,6 +16,7 @@ from .._errors import StoreConflict, StoreError
 from . import _schema as t
 from ._migrate import upgrade
 from ._types import AuditRow, AuthCode, Client, Grant, TokenRecord, TokenView, User
+from ._upstream_sql import UpstreamSqlMixin
 
 __all__ = ["SqlStore"]
 
@@ -87,7 +88,7 @@ def make_engine(url: str) -> Engine:
                      code="portal.store.url")  # fmt: skip
 
 
-class SqlStore:
+class SqlStore(UpstreamSqlMixin):
     """:class:`~codemode_portal._store.Store` on SQLAlchemy Core. Migrates the schema on open."""
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from ._upstream_types import UpstreamStore
+
 __all__ = [
     "AuditRow",
     "AuthCode",
@@ -116,7 +118,7 @@ class AuditRow:
     id: int | None = field(default=None, compare=False)
 
 
-class Store(Protocol):
+class Store(UpstreamStore, Protocol):
     """The portal's storage seam. Synchronous; every method is one short transaction.
 
     Implemented on SQLAlchemy Core (``SqlStore``: SQLite or PostgreSQL) and in memory
