@@ -293,7 +293,8 @@ async def test_a_pasted_token_is_used_only_for_its_owner_and_never_stored_in_cle
 
 async def test_pasting_refuses_what_cannot_be_a_credential(world: World) -> None:
     for value, why in (("", "Paste the credential"), ("a\nb", "printable ASCII"), ("x" * 9000, "longer than"),
-                       ("tok\u00e9n", "printable ASCII")):  # fmt: skip
+                       ("tok\u00e9n", "printable ASCII"),
+                       ("abc", "too short")):  # fmt: skip
         with pytest.raises(LinkError, match=why):
             await world.accounts.paste("u-alice", SERVER, "oauth2", value)
     with pytest.raises(LinkError, match="does not take a pasted credential of that kind"):

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from codemode._scrub import MIN_SUBSTRING_LENGTH
+
 from ._audit import AuditLog
 from ._box import SecretBox
 from ._crypto import token_hash
@@ -84,6 +86,10 @@ def check_paste(value: str, *, basic: bool) -> str:
         raise LinkError("A credential is printable ASCII on one line; this one has other characters.")
     if basic and ":" not in value:
         raise LinkError("Give the user name and password as user:password.")
+    secret = value.split(":", 1)[1] if basic else value
+    if len(secret) < MIN_SUBSTRING_LENGTH:
+        # shorter secrets cannot be recognised (and scrubbed) in what the upstream sends back
+        raise LinkError(f"That is too short to be a credential ({MIN_SUBSTRING_LENGTH} characters at least).")
     return value
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import anyio
 
-from codemode import CredentialSource, UpstreamError
+from codemode import ConfigError, CredentialSource, UpstreamError
 from codemode._credentials import Credentials, env_var_name
 from codemode._upstream_types import UpstreamRequest
 
@@ -271,7 +271,10 @@ class UserCredentialSource:
             scheme = self.plan.schemes.get(cred.scheme)
             if scheme is None:
                 raise self.keeper._problem(cred.server, ERR_UNREADABLE)
-            self._static = Credentials.from_env({cred.scheme: scheme}, {env_var_name(cred.scheme): value})
+            try:
+                self._static = Credentials.from_env({cred.scheme: scheme}, {env_var_name(cred.scheme): value})
+            except ConfigError:  # e.g. a value too short to scrub, stored before that rule: never sent
+                raise self.keeper._problem(cred.server, ERR_UNREADABLE) from None
             self._secrets |= self._static.secrets()
         return await self._static.apply(request)
 
