@@ -127,16 +127,20 @@ class OAuthProvider:
         redirect_uris: Sequence[str],
         *,
         client_id: str | None = None,
+        client_secret: str | None = None,
         public: bool = False,
         scope: str | None = None,
         access_token_ttl: int | None = None,
     ) -> OAuthClient:
-        """Register a client (exact redirect URIs) through the admin endpoint; the secret is generated."""
+        """Register a client (exact redirect URIs) through the admin endpoint; the secret is generated
+        unless given (a portal under test can then be configured before its port is known)."""
         body: dict[str, Any] = {"redirect_uris": list(redirect_uris), "access_token_ttl": access_token_ttl}
         if client_id:
             body["client_id"] = client_id
         if public:
             body["client_secret"] = None
+        elif client_secret:
+            body["client_secret"] = client_secret
         if scope:
             body["scope"] = scope
         made = self._admin("/admin/clients", body)

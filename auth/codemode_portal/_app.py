@@ -4,6 +4,7 @@ as its own protected resource. ``build_portal`` wires it; ``serve`` runs it with
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import sys
 import time
@@ -23,6 +24,7 @@ from codemode._sandbox import Sandbox
 
 from ._audit import AuditLog
 from ._config import PortalConfig
+from ._extras import PortalExtras, build_extras
 from ._hosting import CredentialResolver, HostedServer, SharedCredentials, build_servers
 from ._oauth import OAuthContext, PortalAuthorizationServer, oauth_routes
 from ._pages import page_routes
@@ -52,6 +54,7 @@ class Portal:
     oauth: PortalAuthorizationServer
     admin_password: str | None = None
     extra_routes: list[BaseRoute] = field(default_factory=list)
+    extras: PortalExtras = field(default_factory=PortalExtras)
 
     def banner(self) -> str:
         s = self.config.settings
@@ -103,13 +106,15 @@ def build_portal(
     users = Users(store, settings)
     admin_password = users.ensure_admin() if create_admin else None
     hosted = build_servers(config, audit=audit, sandbox=sandbox, env=env)
+    extras = build_extras(config, hosted, astore, audit, os.environ if env is None else env)
     running = {n: h.scopes for n, h in hosted.items() if h.ok and h.scopes is not None}
     ctx = OAuthContext(settings=settings, store=store, audit=audit, servers=running)
     oauth = PortalAuthorizationServer(ctx)
     key = store.get_or_create_secret("csrf_key", secrets.token_urlsafe(32))
     web = Web(settings=settings, astore=astore, sessions=Sessions(astore, settings, key), users=users, audit=audit,
-              login_methods=[PasswordLogin(), *login_methods], nav_extra=list(nav_extra))  # fmt: skip
-    resource = ResourceServer(settings, astore, hosted, resolver or SharedCredentials())
+              login_methods=[PasswordLogin(), *extras.login_methods(), *login_methods],
+              nav_extra=[*extras.nav(), *nav_extra])  # fmt: skip
+    resource = ResourceServer(settings, astore, hosted, resolver or extras.resolver or SharedCredentials())
 
     def cards() -> list[dict[str, Any]]:
         return [
@@ -176,13 +181,14 @@ def build_portal(
         *oauth_routes(web, oauth, lambda n: hosted[n].title),
         *prm_routes(),
         Route("/healthz", healthz, methods=["GET"]),
+        *extras.routes(web),
         *extra_routes,
         Mount("/mcp", app=_Rooted(resource, "/mcp")),
         Mount("/sse", app=_Rooted(resource, "/sse")),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     return Portal(config=config, store=store, app=app, hosted=hosted, audit=audit, users=users, web=web, oauth=oauth,
-                  admin_password=admin_password, extra_routes=list(extra_routes))  # fmt: skip
+                  admin_password=admin_password, extra_routes=list(extra_routes), extras=extras)  # fmt: skip
 
 
 class _Rooted:

@@ -22,7 +22,7 @@ from typing import Any
 from codemode._cli._common import Commands, add_command, global_options
 
 from ._config import PortalConfig, load_portal_config
-from ._creds_cli import add_credentials_commands
+from ._creds_cli import add_credentials_commands, add_oidc_commands
 from ._errors import PortalError
 from ._store import SqlStore
 from ._users import Users
@@ -71,6 +71,7 @@ def register(commands: Commands) -> None:
 
     sub.add_parser("clients", help="list registered clients", parents=opts).set_defaults(portal_handler=_clients)
     add_credentials_commands(sub, opts, _store)
+    add_oidc_commands(sub, opts, _store)
     tokens = sub.add_parser("tokens", help="list live grants and their tokens", parents=opts)
     tokens.add_argument("--all", action="store_true", help="revoked grants too")
     tokens.set_defaults(portal_handler=_tokens)

@@ -1,4 +1,5 @@
-"""``codemode portal credentials …``: users' own upstream credentials and the key that seals them.
+"""``codemode portal credentials …``: users' own upstream credentials and the key that seals them;
+``codemode portal oidc …``: which OpenID Connect subjects sign in as which portal users.
 
 codemode portal credentials list                 # who has which credential (never a secret)
 codemode portal credentials delete USER SERVER   # remove one (the user adds or links it again)
@@ -19,11 +20,14 @@ from datetime import UTC, datetime
 
 from ._box import ENV_KEYS, SecretBox, drop_old_keys, generate_key, load_box, rotate_key_file
 from ._config import PortalConfig
-from ._errors import PortalError
-from ._store import AuditRow, SqlStore, Store, UpstreamCredential
+from ._crypto import new_id
+from ._errors import PortalError, StoreConflict
+from ._oidc import OIDC_PASSWORD_HASH
+from ._store import AuditRow, ExternalIdentity, SqlStore, Store, UpstreamCredential, User
 from ._upstream_sources import seal_context
+from ._users import USER_NAME
 
-__all__ = ["add_credentials_commands", "reseal_all"]
+__all__ = ["add_credentials_commands", "add_oidc_commands", "reseal_all"]
 
 StoreOpener = Callable[[argparse.Namespace], tuple[PortalConfig, SqlStore]]
 
@@ -175,4 +179,81 @@ def _drop_old(args: argparse.Namespace, open_store: StoreOpener) -> int:
         raise PortalError(f"{len(stale)} credential(s) are still sealed under an old key: run "
                           "`codemode portal credentials reseal` first.", code="portal.credentials.stale")  # fmt: skip
     print(f"dropped old key(s): {', '.join(drop_old_keys(config.data_dir)) or 'none'}")
+    return 0
+
+
+def add_oidc_commands(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    parents: list[argparse.ArgumentParser],
+    open_store: StoreOpener,
+) -> None:
+    oidc = sub.add_parser("oidc", help="portal users known to the OpenID Connect provider ([portal.oidc])",
+                          parents=parents)  # fmt: skip
+    actions = oidc.add_subparsers(dest="oidc_command", metavar="ACTION", required=True)
+    actions.add_parser("list", help="list who is linked to which provider subject", parents=parents).set_defaults(
+        portal_handler=lambda args: _oidc_list(args, open_store)
+    )
+    link = actions.add_parser("link", help="let the provider's SUBJECT sign in as portal user NAME", parents=parents)
+    link.add_argument("name", help="the portal user (created without a password if missing)")
+    link.add_argument("subject", help="the provider's `sub` for that person")
+    link.add_argument("--issuer", help="default: [portal.oidc] issuer")
+    link.set_defaults(portal_handler=lambda args: _oidc_link(args, open_store))
+    unlink = actions.add_parser("unlink", help="forget a provider subject", parents=parents)
+    unlink.add_argument("subject")
+    unlink.add_argument("--issuer", help="default: [portal.oidc] issuer")
+    unlink.set_defaults(portal_handler=lambda args: _oidc_unlink(args, open_store))
+
+
+def _issuer(args: argparse.Namespace, config: PortalConfig) -> str:
+    if args.issuer:
+        return str(args.issuer)
+    if config.settings.oidc is None:
+        raise PortalError("no [portal.oidc] in the config: give --issuer.", code="portal.oidc.issuer")
+    return config.settings.oidc.issuer
+
+
+def _oidc_list(args: argparse.Namespace, open_store: StoreOpener) -> int:
+    _, store = open_store(args)
+    try:
+        rows = store.list_external_identities()
+        names = {u.id: u.name for u in store.list_users()}
+    finally:
+        store.close()
+    print("USER\tISSUER\tSUBJECT\tLINKED\tLAST_SIGN_IN")
+    for i in rows:
+        print(f"{names.get(i.user_id, i.user_id)}\t{i.issuer}\t{i.subject}\t{_when(i.created_at)}\t"
+              f"{_when(i.last_login_at)}")  # fmt: skip
+    return 0
+
+
+def _oidc_link(args: argparse.Namespace, open_store: StoreOpener) -> int:
+    config, store = open_store(args)
+    try:
+        issuer = _issuer(args, config)
+        user = store.find_user(args.name)
+        created = user is None
+        if user is None:
+            if not USER_NAME.match(args.name):
+                raise PortalError(f"user name {args.name!r} is not allowed.", code="portal.user.name")
+            user = User(id=new_id(), name=args.name, password_hash=OIDC_PASSWORD_HASH, created_at=time.time())
+            store.create_user(user)
+        try:
+            store.add_external_identity(ExternalIdentity(issuer, args.subject, user.id, time.time()))
+        except StoreConflict:
+            raise PortalError(f"subject {args.subject!r} of {issuer} is already linked to a portal user "
+                              "(`oidc list`).", code="portal.oidc.taken") from None  # fmt: skip
+    finally:
+        store.close()
+    made = " (created, without a password)" if created else ""
+    print(f"{args.subject} at {issuer} signs in as {args.name}{made}")
+    return 0
+
+
+def _oidc_unlink(args: argparse.Namespace, open_store: StoreOpener) -> int:
+    config, store = open_store(args)
+    try:
+        done = store.delete_external_identity(_issuer(args, config), args.subject)
+    finally:
+        store.close()
+    print(f"unlinked {args.subject}" if done else f"{args.subject} was not linked")
     return 0

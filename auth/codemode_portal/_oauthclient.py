@@ -32,6 +32,8 @@ __all__ = [
     "authorization_url",
     "discover",
     "exchange_code",
+    "fetch_json",
+    "host_of",
     "refresh",
     "revoke",
 ]
@@ -186,3 +188,21 @@ async def discover(urls: tuple[str, ...]) -> dict[str, Any] | None:
             if isinstance(doc, dict):
                 return doc
     return None
+
+
+async def fetch_json(url: str) -> dict[str, Any]:
+    """GET a JSON object (a JWKS, a metadata document); ProviderError when it is not one."""
+    where = f"{host_of(url)}"
+    try:
+        async with ClientRegistration("fetch").client() as client:
+            reply = await client.request("GET", url, withhold_token=True, headers={"Accept": "application/json"})
+            if reply.status_code != 200:
+                raise ProviderError(f"{where} answered HTTP {reply.status_code}.", refused=False)
+            if len(reply.content) > MAX_METADATA_BYTES:
+                raise ProviderError(f"{where} sent more than {MAX_METADATA_BYTES} bytes.", refused=False)
+            doc = reply.json()
+    except _FAILURES as exc:
+        raise _failure(exc, where) from None
+    if not isinstance(doc, dict):
+        raise ProviderError(f"{where} did not answer with a JSON object.", refused=False)
+    return doc

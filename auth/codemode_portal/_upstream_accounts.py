@@ -35,6 +35,7 @@ from ._upstream_sources import seal_context
 __all__ = [
     "LINK_FLOW_SECONDS",
     "MAX_PASTE_CHARS",
+    "REMOVED",
     "CredentialView",
     "LinkError",
     "UpstreamAccounts",
@@ -48,6 +49,15 @@ LINK_FLOW_SECONDS = 600  # from "Link" to the provider's callback
 MAX_PASTE_CHARS = 8_000
 MAX_STATE_CHARS = 200
 METADATA_SECONDS = 3600  # provider metadata (revocation endpoint, issuer) is fetched again after this
+REMOVED = {
+    "none": "There was nothing to remove.",
+    "removed": "Removed.",
+    "revoked": "Unlinked, and the provider revoked the portal's access.",
+    "not_revocable": "Unlinked. The provider offers no revocation: remove the portal's access in your account "
+                     "settings there too.",
+    "failed": "Unlinked here, but revoking at the provider failed: remove the portal's access in your account "
+              "settings there.",
+}  # fmt: skip
 
 
 class LinkError(PortalError):
@@ -230,21 +240,19 @@ class UpstreamAccounts:
 
     # -- remove -------------------------------------------------------------------------------
     async def remove(self, user_id: str, server: str) -> str:
-        """Delete the user's credential (revoking a linked account at the provider). A sentence for the page."""
+        """Delete the user's credential (revoking a linked account at the provider).
+
+        Returns ``none`` (nothing to remove), ``removed`` (a pasted key), ``revoked``,
+        ``not_revocable`` or ``failed`` (revoking at the provider did not work): keys of ``REMOVED``.
+        """
         plan = self.plan(server)
         old = await self.astore.call(self.astore.store.delete_upstream_credential, user_id, server)
         if old is None:
-            return "There was nothing to remove."
+            return "none"
         outcome = await self._revoke(plan, old) if old.kind == "oauth" else "removed"
         self.audit.record("upstream_unlinked", user_id=user_id, server=server, status="ok",
                           detail=f"{old.kind}: {outcome}")  # fmt: skip
-        return {
-            "removed": "Removed.",
-            "revoked": "Unlinked, and the provider revoked the portal's access.",
-            "not_revocable": "Unlinked. The provider offers no revocation: remove the portal's access in your "
-                             "account settings there too.",
-        }.get(outcome, f"Unlinked here, but revoking at the provider failed ({outcome}): remove the portal's "
-                       "access in your account settings there.")  # fmt: skip
+        return outcome if outcome in REMOVED else "failed"
 
     async def _revoke(self, plan: PerUserPlan, cred: UpstreamCredential) -> str:
         """Revoke a linked account's tokens upstream: revoked | not_revocable | <why it failed>."""
