@@ -188,8 +188,10 @@ class Step:
 
 
 def step(reporter: Reporter | None, name: str, total: float | None = None, *, heartbeat_s: float = HEARTBEAT_S) -> Step:
-    """A step reporting to ``reporter`` (``None``: nowhere). Use as ``with step(...) as s:``."""
-    return Step(reporter or NullReporter(), name, total, heartbeat_s=heartbeat_s)
+    """A step reporting to ``reporter`` (``None``: nowhere, and no heartbeat). Use as ``with step(...) as s:``."""
+    if reporter is None:
+        return Step(NullReporter(), name, total, heartbeat_s=0)
+    return Step(reporter, name, total, heartbeat_s=heartbeat_s)
 
 
 class TerminalReporter:

@@ -38,7 +38,7 @@ import snowballstemmer  # type: ignore[import-untyped]
 
 from ._ir import SCHEMA_REF_PREFIX, ApiSpec, Operation
 from ._naming import snake
-from ._progress import ProgressEvent, Reporter
+from ._progress import ProgressEvent, Reporter, step
 from ._render import referenced_names
 from ._vocabulary import INTENTS, SYNONYMS
 
@@ -59,6 +59,7 @@ FUSION_COSINE = 0.9  # weight of the min-max-normalised cosine similarity in the
 FUSION_BM25 = 0.1  # weight of BM25 / best BM25
 BODY_PROPERTIES = 40  # request-body properties indexed per operation
 ENUM_VALUES = 30  # enum values indexed per parameter or property
+INDEX_PROGRESS_EVERY = 100  # operations indexed between two progress events
 MAX_WORD = 30  # a longer run of letters is noise, not a word
 MAX_QUERY_CHARS = 2000  # longer queries are cut (a 10 kB paste costs what a paragraph costs)
 log = logging.getLogger("codemode.search")
@@ -189,17 +190,20 @@ class SearchIndex:
         self._tf: list[dict[str, float]] = []
         self._len: list[float] = []
         df: Counter[str] = Counter()
-        for op in self._ops:
-            tf: dict[str, float] = defaultdict(float)
-            length = 0.0
-            for field, text in self._fields(op):
-                w = FIELD_WEIGHTS[field]
-                for tok in tokenize(text):
-                    tf[tok] += w
-                    length += w
-            self._tf.append(dict(tf))
-            self._len.append(length)
-            df.update(tf.keys())
+        with step(progress, f"indexing {spec.title} for keyword search", total=len(self._ops)) as indexing:
+            for k, op in enumerate(self._ops, start=1):
+                tf: dict[str, float] = defaultdict(float)
+                length = 0.0
+                for field, text in self._fields(op):
+                    w = FIELD_WEIGHTS[field]
+                    for tok in tokenize(text):
+                        tf[tok] += w
+                        length += w
+                self._tf.append(dict(tf))
+                self._len.append(length)
+                df.update(tf.keys())
+                if k % INDEX_PROGRESS_EVERY == 0:
+                    indexing.advance(INDEX_PROGRESS_EVERY)
         n = max(len(self._ops), 1)
         self._avg = (sum(self._len) / n) or 1.0
         self._idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}

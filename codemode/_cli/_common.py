@@ -121,8 +121,11 @@ def apply_flags(settings: ServerSettings, args: argparse.Namespace) -> ServerSet
 
 
 def load(source: str, args: argparse.Namespace) -> ApiSpec:
+    from .._progress import TerminalReporter, step
+
     started = time.perf_counter()
-    spec = load_spec(source, use_cache=not args.no_cache)
+    with step(TerminalReporter(), f"loading {source}"):  # shown only if it takes a while (a big spec, no cache)
+        spec = load_spec(source, use_cache=not args.no_cache)
     logging.getLogger("codemode").info(
         "loaded %s: %d operations, %d warnings in %.0f ms",
         spec.title, len(spec.operations), len(spec.warnings), (time.perf_counter() - started) * 1000,

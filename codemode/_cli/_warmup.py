@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .._progress import TerminalReporter, step
+from .._progress import TerminalReporter
 from ._common import Commands, add_command, load, spec_arg
 
 __all__ = ["register"]
@@ -41,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
     term = TerminalReporter()
     for source in args.specs:
         started = time.perf_counter()
-        with step(term, f"loading {source}"):
-            spec = load(spec_arg(source), args)
+        spec = load(spec_arg(source), args)
         index = SearchIndex(spec, progress=term)
         semantic = index.load_embeddings()
         how = "hybrid (BM25 + semantic)" if semantic else f"BM25 only (semantic: {index.semantic_state})"
