@@ -186,6 +186,11 @@ class SearchIndex:
         self._no_match_cosine = no_match_cosine
         self._embed_lock = threading.Lock()
         self._state: SemanticState = "off" if embedder is None else "building"
+        if embedder == "auto":
+            from ._embed import semantic_disabled, semantic_installed
+
+            if semantic_disabled() or not semantic_installed():  # no "being prepared" note for a model never coming
+                self._embedder_arg, self._state = None, "off"
         self._build_event: ProgressEvent | None = None
         self._tf: list[dict[str, float]] = []
         self._len: list[float] = []

@@ -276,3 +276,14 @@ def test_keyword_note_while_the_semantic_ranker_is_being_prepared(petstore: ApiS
     index.load_embeddings()
     assert not answer_search(index, "delete a pet").text.startswith("(keyword")
     assert not answer_search(SearchIndex(petstore, embedder=None), "delete a pet").text.startswith("(")
+
+
+def test_no_keyword_note_when_the_model_is_not_installed(petstore: ApiSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    import codemode._embed as embed
+
+    monkeypatch.setattr(embed, "find_model", lambda *a, **k: None)
+    index = SearchIndex(petstore)  # "auto", but there is no model to wait for
+    assert index.semantic_state == "off"
+    assert not answer_search(index, "delete a pet").text.startswith("(keyword")
+    monkeypatch.setenv("CODEMODE_EMBEDDINGS", "off")
+    assert SearchIndex(petstore).semantic_state == "off"
