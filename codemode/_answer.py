@@ -33,7 +33,7 @@ FULL_HITS = 5  # hits shown with summary and siblings; later ones are compact
 MAX_SIBLINGS = 6  # names on one "also on this path" line
 RESERVE_TOKENS = 60  # kept free for the footer
 MAX_ECHO = 80  # characters of the query repeated back in a no-match answer
-ONLY_COMMON = " (it has only common words)"
+ONLY_COMMON = " (it has no word to search for: only common words, symbols or non-Latin text)"
 FOOTER = "Call these inside execute(code). Full parameters and types: search(detail='api.<group>.<name>')."
 
 
@@ -224,9 +224,8 @@ def answer_search(
         if tag is None and method is None and path_prefix is None:
             return table_of_contents(index, budget_tokens)
         ops = [h.operation for h in index.search("", tag=tag, method=method, path_prefix=path_prefix, limit=10**9)]
-        where = ", ".join(
-            f"{k}={v!r}" for k, v in (("tag", tag), ("method", method), ("path_prefix", path_prefix)) if v
-        )
+        filters = (("tag", tag), ("method", method), ("path_prefix", path_prefix))
+        where = ", ".join(f"{k}={_echo(v)}" for k, v in filters if v)
         if not ops:
             return SearchAnswer(f"No operation of {spec.title} has {where}.{_browse_tip()}")
         return _listing(ops, budget_tokens, f"{len(ops)} operations with {where}:", denial)

@@ -60,6 +60,8 @@ FUSION_BM25 = 0.1  # weight of BM25 / best BM25
 BODY_PROPERTIES = 40  # request-body properties indexed per operation
 ENUM_VALUES = 30  # enum values indexed per parameter or property
 INDEX_PROGRESS_EVERY = 100  # operations indexed between two progress events
+MAX_FILTER_CHARS = 200  # a longer tag names no tag
+MAX_PATH_CHARS = 2000  # nor does a longer path_prefix start any path
 MAX_WORD = 30  # a longer run of letters is noise, not a word
 MAX_QUERY_CHARS = 2000  # longer queries are cut (a 10 kB paste costs what a paragraph costs)
 log = logging.getLogger("codemode.search")
@@ -226,6 +228,8 @@ class SearchIndex:
                 if len(low) <= MAX_WORD and (stem not in self._surface or len(low) < len(self._surface[stem])):
                     self._surface[stem] = low
         self._every = list(range(len(self._ops)))
+        # What a tag= filter matches per operation: its tags (as written, lower case, snake case) and its group.
+        self._tag_keys = [{op.group, *(t.lower() for t in op.tags), *(snake(t) for t in op.tags)} for op in self._ops]
         self._by_path: dict[str, list[Operation]] = defaultdict(list)
         for op in self._ops:
             self._by_path[op.path].append(op)
@@ -409,15 +413,14 @@ class SearchIndex:
     def _filter(self, tag: str | None, method: str | None, path_prefix: str | None) -> list[int]:
         if not (tag or method or path_prefix):
             return self._every
+        if (tag is not None and len(tag) > MAX_FILTER_CHARS) or (path_prefix and len(path_prefix) > MAX_PATH_CHARS):
+            return []  # no tag or path is that long
         out = []
         tag_l = tag.lower() if tag else None
+        tag_snake = snake(tag) if tag else None
         m = method.lower() if method else None
         for i, op in enumerate(self._ops):
-            if (
-                tag_l
-                and not any(t.lower() == tag_l or snake(t) == snake(tag_l) for t in op.tags)
-                and op.group != snake(tag_l)
-            ):
+            if tag_l and tag_l not in self._tag_keys[i] and tag_snake not in self._tag_keys[i]:
                 continue
             if m and op.method != m:
                 continue
@@ -448,7 +451,8 @@ class SearchIndex:
             dict.fromkeys(op.group for op in self._ops)
         )
         lowered = {name.lower(): name for name in names}
-        return [lowered[m] for m in difflib.get_close_matches(tag.lower(), list(lowered), n=n, cutoff=0.5)]
+        wanted = tag.lower()[:MAX_FILTER_CHARS]
+        return [lowered[m] for m in difflib.get_close_matches(wanted, list(lowered), n=n, cutoff=0.5)]
 
     def suggest(self, query: str, n: int = 5) -> list[str]:
         """Words of this API close to the query's, then the biggest tags, for a query that matched nothing."""
