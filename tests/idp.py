@@ -270,7 +270,7 @@ def oauth_provider(
     base = f"http://127.0.0.1:{port}"
     passwords = {name: secrets.token_urlsafe(12) for name in users}
     admin_token = secrets.token_urlsafe(24)
-    argv: list[str | Path] = [python, APP, "--port", str(port), "--admin-token", admin_token,
+    argv: list[str | Path] = [python, APP, "--port", str(port), f"--admin-token={admin_token}",
                               "--access-token-ttl", str(access_token_ttl)]  # fmt: skip
     for name, password in passwords.items():
         argv += ["--user", f"{name}:{password}"]

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 
@@ -28,58 +27,10 @@ from codemode_portal._store import AsyncStore
 from idp import OAuthProvider
 from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
-from portal_harness import Flow, RunningPortal, running_portal
+from portal_extras_harness import oidc_portal, sign_in_at_provider, signed_in_as, to_provider
+from portal_harness import Flow
 
 CODEMODE = str(Path(sys.executable).with_name("codemode"))
-SECRET_VAR = "OIDC_CLIENT_SECRET"
-
-
-def oidc_portal(tmp_path: Path, idp: OAuthProvider, *, create_users: bool) -> Any:
-    client_id, secret = f"portal-login-{secrets.token_hex(4)}", secrets.token_urlsafe(24)
-    extra = (f'\n[portal.oidc]\nissuer = "{idp.issuer}"\nclient_id = "{client_id}"\n'
-             f'client_secret = "{SECRET_VAR}"\ncreate_users = {"true" if create_users else "false"}\n')  # fmt: skip
-    cm = running_portal(tmp_path, "", portal=extra, env={SECRET_VAR: secret})
-
-    class _Ctx:
-        def __enter__(self) -> RunningPortal:
-            self.portal = cm.__enter__()
-            idp.register_client([f"{self.portal.base}/login/oidc/callback"], client_id=client_id, client_secret=secret,
-                                scope="openid profile email")  # fmt: skip
-            return self.portal
-
-        def __exit__(self, *exc: Any) -> None:
-            cm.__exit__(*exc)
-
-    return _Ctx()
-
-
-def to_provider(flow: Flow, next_url: str = "/account") -> str:
-    """From the login page's button to the provider: the authorization URL the portal redirects to."""
-    page = flow.browser.get("/login", params={"next": next_url})
-    assert page.status_code == 200
-    assert "Sign in with 127.0.0.1" in page.text and 'action="/login"' in page.text  # beside the password form
-    start = flow.browser.get("/login/oidc", params={"next": next_url})
-    assert start.status_code == 303, start.text
-    return start.headers["location"]
-
-
-def sign_in_at_provider(flow: Flow, idp: OAuthProvider, username: str, next_url: str = "/account") -> Any:
-    url = to_provider(flow, next_url)
-    assert url.startswith(idp.authorization_endpoint)
-    q = parse_qs(urlsplit(url).query)
-    assert q["code_challenge_method"] == ["S256"] and q["nonce"] and q["state"]
-    assert q["redirect_uri"] == [f"{flow.portal.base}/login/oidc/callback"]
-    back = idp.login_and_consent(url, username)
-    assert back.startswith(f"{flow.portal.base}/login/oidc/callback?"), back
-    return flow.browser.get(back)
-
-
-def signed_in_as(flow: Flow) -> str | None:
-    """The user name the portal's navigation shows ("Sign out NAME"), or None when signed out."""
-    page = flow.browser.get("/account")
-    if page.status_code != 200 or "Sign out " not in page.text:
-        return None
-    return page.text.split("Sign out ", 1)[1].split("<", 1)[0].strip()
 
 
 def test_first_sign_in_creates_a_user_mapped_by_subject_never_by_name(tmp_path: Path, idp: OAuthProvider) -> None:

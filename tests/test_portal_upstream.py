@@ -14,103 +14,28 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
 
 pytest.importorskip("sqlalchemy", reason="the portal extra is not installed: pip install -e '.[portal]'")
 
-from codemode_portal import MemoryStore, ServerEntry, SqlStore, Store
-from codemode_portal._audit import AuditLog
-from codemode_portal._box import SecretBox, generate_key, parse_key
+from codemode_portal import MemoryStore, ServerEntry, SqlStore
 from codemode_portal._provider_config import UpstreamOAuthEntry
-from codemode_portal._store import AsyncStore, User
-from codemode_portal._upstream_accounts import LinkError, UpstreamAccounts
-from codemode_portal._upstream_plan import PerUserPlan, plan_for
+from codemode_portal._store import AsyncStore
+from codemode_portal._upstream_accounts import LinkError
+from codemode_portal._upstream_plan import plan_for
 from codemode_portal._upstream_sources import ERR_BROKEN, ERR_MISSING, ERR_UNREADABLE, UserCredentials
-from idp import OAuthClient, OAuthProvider
+from idp import OAuthProvider
+from upstream_world import ME, ME_OR_ERROR, PORTAL, SECRET_VAR, SERVER, World, make_world
 
-from codemode import ApiSpec, Caller, CodemodeError, load_spec
-from codemode._execute import Executor
-from codemode._format import format_execute
-from codemode._sandbox import LocalSandbox
-from codemode._settings import ExecuteSettings
-from codemode._upstream import AuditEvent, HttpxUpstream, UpstreamSettings
-
-PORTAL = "http://127.0.0.1:1"  # the portal's issuer in these tests: callbacks are read, never followed
-SERVER = "notes"
-SECRET_VAR = "NOTES_CLIENT_SECRET"
+from codemode import ApiSpec, CodemodeError, load_spec
 
 
 @pytest.fixture(scope="module")
 def notes_spec(idp: OAuthProvider) -> ApiSpec:
     return load_spec(idp.openapi_url)
-
-
-def callback() -> str:
-    return f"{PORTAL}/upstream/{SERVER}/callback"
-
-
-@dataclass
-class World:
-    idp: OAuthProvider
-    client: OAuthClient
-    store: Store
-    box: SecretBox
-    audit: AuditLog
-    plan: PerUserPlan
-    keeper: UserCredentials
-    accounts: UpstreamAccounts
-    executor: Executor
-    events: list[AuditEvent]
-
-    async def link(self, user_id: str, username: str, session: str = "session-1", **consent: Any) -> None:
-        url = await self.accounts.start_link(user_id, session, SERVER)
-        await self.accounts.finish_link(user_id, session, SERVER, await self.consent(url, username, **consent))
-
-    async def consent(self, url: str, username: str, **kw: Any) -> dict[str, str]:
-        location = await asyncio.to_thread(self.idp.login_and_consent, url, username, **kw)
-        assert location.startswith(callback() + "?"), location
-        return dict(parse_qsl(urlsplit(location).query))
-
-    async def run(self, user_id: str, code: str) -> dict[str, Any]:
-        source = await self.keeper.credentials_for(user_id, SERVER)
-        report = await self.executor.execute(code, caller=Caller(subject=user_id, client_id="mcp-client",
-                                                                   credentials=source))  # fmt: skip
-        text, is_error = format_execute(report, max_chars=40_000)
-        return {**json.loads(text), "is_error": is_error}
-
-    def audit_rows(self) -> list[Any]:
-        self.audit.flush()
-        return self.store.list_audit()
-
-
-ME = "result = api.call('getMe')"
-ME_OR_ERROR = "try:\n    result = api.call('getMe')\nexcept ApiError as e:\n    result = {'error': str(e)}\n"
-
-
-def make_world(idp: OAuthProvider, spec: ApiSpec, store: Store, *, ttl: int | None = None,
-               keys: tuple[bytes, ...] | None = None) -> World:  # fmt: skip
-    client = idp.register_client([callback()], scope="notes:read notes:write", access_token_ttl=ttl)
-    oauth = UpstreamOAuthEntry(client_id=client.client_id, client_secret=SECRET_VAR)
-    entry = ServerEntry(spec=idp.openapi_url, upstream_auth="per-user", upstream_oauth=oauth)
-    assert client.client_secret is not None
-    plan = plan_for(SERVER, entry, spec, {SECRET_VAR: client.client_secret})
-    for uid, name in (("u-alice", "alice"), ("u-bob", "bob")):
-        store.create_user(User(id=uid, name=name, password_hash="x", created_at=time.time()))
-    astore = AsyncStore(store)
-    box = SecretBox(keys or (parse_key(generate_key(), "test"),))
-    audit = AuditLog(store)
-    keeper = UserCredentials(astore, box, {SERVER: plan}, audit, page_url=lambda s: f"{PORTAL}/account/credentials#{s}")
-    accounts = UpstreamAccounts(astore, box, {SERVER: plan}, audit, issuer=PORTAL)
-    events: list[AuditEvent] = []
-    upstream = HttpxUpstream(UpstreamSettings(), audit_hooks=(events.append,))
-    ex = Executor(spec, LocalSandbox(), upstream, ExecuteSettings(), base_url=idp.base_url)
-    return World(idp, client, store, box, audit, plan, keeper, accounts, ex, events)
 
 
 @pytest.fixture

@@ -10,99 +10,19 @@ OAuth flow; ``execute`` runs in the real wasm isolate through the official ``mcp
 from __future__ import annotations
 
 import json
-import secrets
 import time
-from collections.abc import AsyncIterator, Generator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
-import httpx2
 import pytest
 
 pytest.importorskip("sqlalchemy", reason="the portal extra is not installed: pip install -e '.[portal]'")
 
-from idp import OAuthClient, OAuthProvider
-from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
-from portal_harness import Flow, RunningPortal, form_fields, forms, post_form, running_portal
+from idp import OAuthProvider
+from portal_extras_harness import ME, ME_OR_ERROR, execute, link, mcp_token, notes_portal, sign_in
+from portal_harness import form_fields, forms, post_form
 
 from codemode._sandbox import WasmSandbox
-
-SECRET_VAR = "NOTES_CLIENT_SECRET"
-ME = "result = api.call('getMe')"
-ME_OR_ERROR = "try:\n    result = api.call('getMe')\nexcept ApiError as e:\n    result = {'error': str(e)}\n"
-
-
-class Bearer(httpx2.Auth):
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, Any, None]:
-        request.headers["Authorization"] = f"Bearer {self.token}"
-        yield request
-
-
-def servers_toml(idp: OAuthProvider, client_id: str) -> str:
-    return f"""
-[servers.notes]
-spec = "{idp.openapi_url}"
-upstream_auth = "per-user"
-
-[servers.notes.upstream_oauth]
-client_id = "{client_id}"
-client_secret = "{SECRET_VAR}"
-"""
-
-
-@asynccontextmanager
-async def notes_portal(
-    tmp_path: Path, idp: OAuthProvider, *, ttl: int | None = None, sandbox: Any = None
-) -> AsyncIterator[tuple[RunningPortal, OAuthClient]]:
-    """A portal serving the provider's notes API per user, and its client registration there."""
-    client_id, secret = f"portal-{secrets.token_hex(4)}", secrets.token_urlsafe(24)
-    with running_portal(tmp_path, servers_toml(idp, client_id), env={SECRET_VAR: secret}, sandbox=sandbox) as portal:
-        callback = f"{portal.base}/upstream/notes/callback"
-        client = idp.register_client([callback], client_id=client_id, client_secret=secret,
-                                     scope="notes:read notes:write", access_token_ttl=ttl)  # fmt: skip
-        for name in ("alice", "bob"):
-            portal.portal.users.add(name, f"{name}-portal-password")
-        yield portal, client
-
-
-def sign_in(portal: RunningPortal, name: str) -> Flow:
-    flow = Flow(portal)
-    assert flow.login(name, f"{name}-portal-password").status_code == 303
-    return flow
-
-
-def link(flow: Flow, idp: OAuthProvider, username: str) -> httpx.Response:
-    """Press "Link" on the credentials page, sign in and consent at the provider, follow the callback."""
-    page = flow.browser.get("/account/credentials")
-    assert page.status_code == 200, page.text
-    form = next(f for f in forms(page.text) if f["action"] == "/upstream/notes/link")
-    started = post_form(flow.browser, form["action"], form_fields(form))
-    assert started.status_code == 303 and started.headers["location"].startswith(idp.authorization_endpoint)
-    back = idp.login_and_consent(started.headers["location"], username)
-    assert back.startswith(f"{flow.portal.base}/upstream/notes/callback?"), back
-    return flow.browser.get(back)
-
-
-def mcp_token(flow: Flow, scope: str = "notes:read") -> str:
-    flow.register()
-    token: str = flow.tokens(resource=f"{flow.portal.base}/mcp/notes", scope=scope)["access_token"]
-    return token
-
-
-async def execute(portal: RunningPortal, token: str, code: str) -> dict[str, Any]:
-    async with httpx2.AsyncClient(auth=Bearer(token), timeout=120) as http:
-        async with streamable_http_client(f"{portal.base}/mcp/notes", http_client=http) as streams:
-            async with ClientSession(streams[0], streams[1]) as s:
-                await s.initialize()
-                ran = await s.call_tool("execute", {"code": code})
-    text = "".join(c.text for c in ran.content if hasattr(c, "text"))
-    return {"is_error": ran.is_error, "text": text, **(json.loads(text) if not ran.is_error else {})}
 
 
 @pytest.mark.slow

@@ -69,6 +69,7 @@ class Portal:
                 lines.append(f"  {name:<{width}}  NOT SERVED: {h.problem}")
         if not self.hosted:
             lines.append("  no servers configured: add [servers.<name>] tables to the config")
+        lines += [f"  WARNING: {w}" for w in self.extras.warnings]
         if self.admin_password:
             lines.append(f"first start: created user 'admin' with password {self.admin_password}")
             lines.append("  (shown once; change it with `codemode portal user passwd admin`)")

@@ -223,11 +223,21 @@ def load_box(data_dir: Path, env: Mapping[str, str], *, create: bool = True) -> 
         if not create:
             raise CredentialKeyError(f"{path}: no credential key file (the portal creates it on first start).")
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            _write_new(path, KEY_FILE_HEADER + generate_key() + "\n")
-        except FileExistsError:  # another replica or process created it first
-            pass
+        _publish_new(path, KEY_FILE_HEADER + generate_key() + "\n")
     return SecretBox(_read_key_file(path), source=str(path))
+
+
+def _publish_new(path: Path, text: str) -> None:
+    """Create ``path`` complete or not at all: written aside, then hard-linked into place (which fails
+    when it exists). Two processes starting together both end up reading the one winner's key."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    _write_new(tmp, text)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:  # another process published first: use theirs
+        pass
+    finally:
+        tmp.unlink()
 
 
 def rotate_key_file(data_dir: Path, *, keep_old: bool = True) -> tuple[str, list[str]]:

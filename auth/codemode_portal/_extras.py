@@ -42,6 +42,7 @@ class PortalExtras:
     resolver: UserCredentials | None = None
     accounts: UpstreamAccounts | None = None
     oidc: OidcLogin | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def login_methods(self) -> list[LoginMethod]:
         return [self.oidc] if self.oidc is not None else []
@@ -80,6 +81,16 @@ def build_extras(
             h.problem = exc.message
             log.warning("server %s is not served: %s", name, exc.message)
     issuer = settings.issuer
+    box = extras.box
+    if box is not None:
+        stale = [c for c in astore.store.list_upstream_credentials() if box.key_of(c.secret) not in box.key_ids]
+        if stale:
+            extras.warnings.append(
+                f"{len(stale)} stored credential(s) are sealed under a key this portal does not have "
+                f"(keys from {box.source}): their users must add them again, or give the old key back "
+                "(docs/portal-credentials.md, rotating the key)."
+            )
+            log.warning("%s", extras.warnings[-1])
     if extras.plans and extras.box is not None:
         extras.resolver = UserCredentials(astore, extras.box, extras.plans, audit,
                                           page_url=lambda server: f"{issuer}{PAGE}#server-{server}")  # fmt: skip

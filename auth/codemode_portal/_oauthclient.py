@@ -22,6 +22,8 @@ import httpx2
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
+from codemode._scrub import MIN_SUBSTRING_LENGTH
+
 from ._errors import PortalError
 
 __all__ = [
@@ -102,6 +104,8 @@ def _token_set(token: Mapping[str, Any], where: str, *, started: float, asked: t
     access = token.get("access_token")
     if not isinstance(access, str) or not access or len(access) > 16_000:
         raise ProviderError(f"{where} answered without a usable access_token.", refused=False)
+    if len(access) < MIN_SUBSTRING_LENGTH:  # too short to be recognised (scrubbed) in what the API sends back
+        raise ProviderError(f"{where} issued an access token too short to keep secret.", refused=False)
     kind = str(token.get("token_type") or "bearer")
     if kind.lower() != "bearer":
         raise ProviderError(f"{where} issued a {kind[:20]!r} token; only bearer tokens are supported.", refused=True)

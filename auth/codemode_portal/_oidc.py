@@ -25,7 +25,7 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 from ._audit import AuditLog
-from ._box import SecretBox
+from ._box import SealError, SecretBox
 from ._crypto import new_id, token_hash
 from ._errors import PortalError, StoreConflict
 from ._oauthclient import (
@@ -46,6 +46,8 @@ __all__ = ["LOGIN_FLOW_SECONDS", "OIDC_PASSWORD_HASH", "OidcLogin", "OidcRefused
 log = logging.getLogger("codemode.portal.oidc")
 
 LOGIN_FLOW_SECONDS = 600
+LOGIN_STARTS_PER_WINDOW = 30  # pending sign-ins one address may start per window (each is a stored row)
+LOGIN_START_WINDOW_SECONDS = 600
 METADATA_SECONDS = 3600
 JWKS_REFETCH_SECONDS = 60  # an unknown key id fetches the JWKS again, at most this often
 MAX_STATE_CHARS = 200
@@ -153,7 +155,15 @@ class OidcLogin:
         return [a for a in SAFE_ALGORITHMS if a in offered] or ["RS256"]
 
     # -- the flow --------------------------------------------------------------------------------
-    async def start(self, session_value: str, next_url: str) -> str:
+    async def start(self, session_value: str, next_url: str, address: str) -> str:
+        store = self.astore.store
+        key = f"oidc_start:ip:{address[:100]}"
+        now = self.clock()
+        if await self.astore.call(store.count_rate_events, key, now - LOGIN_START_WINDOW_SECONDS) >= (
+            LOGIN_STARTS_PER_WINDOW
+        ):
+            raise OidcRefused("Too many sign-in attempts from your address. Wait a few minutes, then try again.")
+        await self.astore.call(store.add_rate_event, key, now)
         meta = await self.metadata()
         state, verifier, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(48), secrets.token_urlsafe(24)
         now = self.clock()
@@ -192,7 +202,12 @@ class OidcLogin:
         if "error" in params or "code" not in params:
             error = (params.get("error") or "no_code")[:60]
             raise self._refuse(f"oidc_{error}", f"{self.host} did not sign you in ({error}).")
-        verifier = self.box.open(flow.verifier, context=f"flow:{state_hash}:verifier")
+        try:
+            verifier = self.box.open(flow.verifier, context=f"flow:{state_hash}:verifier")
+        except SealError:
+            raise self._refuse(
+                "oidc_unreadable_flow", "This sign-in attempt cannot be completed. Sign in again."
+            ) from None
         try:
             tokens = await exchange_code(str(meta.doc["token_endpoint"]), self.registration, code=params["code"],
                                          verifier=verifier, redirect_uri=self.callback_url,
@@ -245,6 +260,14 @@ class OidcLogin:
         if not self.settings.create_users:
             raise self._refuse("oidc_unknown_user", f"No portal account is linked to your {self.host} account. "
                                "Ask an administrator to add you.", f"sub {sub[:64]!r}")  # fmt: skip
+        allowed = self.settings.allowed_email_domains
+        if allowed:
+            email = claims.get("email")
+            domain = email.rsplit("@", 1)[1].lower() if isinstance(email, str) and "@" in email else ""
+            if claims.get("email_verified") is not True or domain not in allowed:
+                why = "(no verified e-mail address in an allowed domain)."
+                raise self._refuse("oidc_domain", f"Your {self.host} account may not open a portal account here {why}",
+                                   f"sub {sub[:64]!r}")  # fmt: skip
         user = await self._create_user(claims, now)
         try:
             await self.astore.call(store.add_external_identity, ExternalIdentity(issuer, sub, user.id, now, now))

@@ -25,7 +25,7 @@ def oidc_routes(web: Web, login: OidcLogin) -> list[BaseRoute]:
         if session.user is not None:
             return web.sessions.attach(_see_other(target), session)
         try:
-            url = await login.start(session.value, target)
+            url = await login.start(session.value, target, web.address(request))
         except OidcRefused as exc:
             return web.error(session, 503, "Sign-in unavailable", exc.message)
         return web.sessions.attach(_see_other(url), session)  # the flow is bound to this (new) cookie

@@ -146,6 +146,10 @@ class OidcSettings(BaseModel):
     scopes: tuple[str, ...] = ("openid", "profile", "email")
     create_users: bool = Field(default=False, description="a first sign-in creates the portal user; false: only "
                                                           "users mapped beforehand may sign in")  # fmt: skip
+    allowed_email_domains: tuple[str, ...] = Field(
+        default=(), description="with create_users: only people whose verified e-mail is in one of these domains "
+        "get an account (a multi-tenant provider would otherwise let anyone in)",
+    )  # fmt: skip
     username_claim: str = Field(default="preferred_username", min_length=1, max_length=100)
     token_endpoint_auth_method: AuthMethod | None = None
     leeway_seconds: int = Field(default=60, ge=0, le=600, description="clock skew allowed on exp/iat")
@@ -162,6 +166,14 @@ class OidcSettings(BaseModel):
         if urlsplit(value).query:
             raise ValueError("an issuer has no query")
         return value  # kept exactly: the provider's metadata and ID tokens must name this very string
+
+    @field_validator("allowed_email_domains")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for d in value:
+            if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+", d):
+                raise ValueError(f"{d!r} is not a lower-case domain name like example.com")
+        return value
 
     @field_validator("scopes")
     @classmethod

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from codemode._scrub import MIN_SUBSTRING_LENGTH
 
 from ._audit import AuditLog
-from ._box import SecretBox
+from ._box import SealError, SecretBox
 from ._crypto import token_hash
 from ._errors import PortalError
 from ._oauthclient import ProviderError, authorization_url, discover, exchange_code, host_of, revoke
@@ -46,6 +46,8 @@ __all__ = [
 log = logging.getLogger("codemode.portal.upstream")
 
 LINK_FLOW_SECONDS = 600  # from "Link" to the provider's callback
+LINK_STARTS_PER_WINDOW = 20  # pending flows one user may start per window (each is a stored row)
+LINK_START_WINDOW_SECONDS = 600
 MAX_PASTE_CHARS = 8_000
 MAX_STATE_CHARS = 200
 METADATA_SECONDS = 3600  # provider metadata (revocation endpoint, issuer) is fetched again after this
@@ -170,6 +172,14 @@ class UpstreamAccounts:
         """Store a pending flow bound to this session and user; the provider URL to redirect to."""
         plan = self.plan(server)
         link = self._link(plan)
+        store = self.astore.store
+        now = self.clock()
+        key = f"link_start:user:{user_id}"
+        if await self.astore.call(store.count_rate_events, key, now - LINK_START_WINDOW_SECONDS) >= (
+            LINK_STARTS_PER_WINDOW
+        ):
+            raise LinkError("Too many link attempts in a short time. Wait a few minutes, then try again.")
+        await self.astore.call(store.add_rate_event, key, now)
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(48)
         now = self.clock()
@@ -213,7 +223,11 @@ class UpstreamAccounts:
             if code == "access_denied":
                 raise LinkError(f"You did not allow access at {host_of(link.authorization_url)}; nothing was linked.")
             raise LinkError(f"{host_of(link.authorization_url)} answered {code!r}; nothing was linked.")
-        verifier = self.box.open(flow.verifier, context=flow_context(state_hash))
+        try:
+            verifier = self.box.open(flow.verifier, context=flow_context(state_hash))
+        except SealError:
+            self.audit.record("upstream_link_failed", user_id=user_id, server=server, status="unreadable_flow")
+            raise LinkError("This link attempt cannot be completed. Start linking again from this page.") from None
         try:
             tokens = await exchange_code(link.token_url, link.registration, code=params["code"], verifier=verifier,
                                          redirect_uri=self.callback_url(server), asked=link.scopes)  # fmt: skip

@@ -206,7 +206,7 @@ class UserCredentials:
     async def _refresh_failed(self, current: UpstreamCredential, exc: ProviderError) -> UpstreamError:
         """Record a failed refresh; the error to raise (a refused one marks the link broken)."""
         store = self.astore.store
-        if exc.refused:
+        if exc.refused and exc.error == "invalid_grant":  # the grant is dead: only a new link helps
             broken = dataclasses.replace(current, status="broken", version=current.version + 1, lease_until=None,
                                          updated_at=self.clock())  # fmt: skip
             await self.astore.call(store.swap_upstream_credential, broken, current.version)
@@ -215,8 +215,13 @@ class UserCredentials:
             return self._problem(current.server, ERR_BROKEN)
         await self.astore.call(store.swap_upstream_credential, dataclasses.replace(current, lease_until=None),
                                current.version)  # fmt: skip
+        status = exc.error or "unavailable"
         self.audit.record("upstream_refresh_failed", user_id=current.user_id, server=current.server,
-                          status="unavailable", detail=exc.message)  # fmt: skip
+                          status=status, detail=exc.message)  # fmt: skip
+        if exc.refused:  # e.g. invalid_client: the portal's registration, not the user's link
+            return UpstreamError(f"the provider of server {current.server} refused to renew your token "
+                                 f"({status}); the portal's operator must fix its registration there.",
+                                 code="upstream.auth_failed")  # fmt: skip
         return UpstreamError(
             f"could not renew your token for server {current.server}: {exc.message}", code="upstream.unreachable"
         )

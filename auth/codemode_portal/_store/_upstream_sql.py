@@ -14,6 +14,8 @@ from ._upstream_types import ExternalIdentity, PendingFlow, UpstreamCredential
 
 __all__ = ["UpstreamSqlMixin"]
 
+DELETE_ATTEMPTS = 5
+
 
 def _credential(r: RowMapping) -> UpstreamCredential:
     return UpstreamCredential(
@@ -81,12 +83,19 @@ class UpstreamSqlMixin:
     def delete_upstream_credential(self, user_id: str, server: str) -> UpstreamCredential | None:
         c_ = t.upstream_credentials.c
         where = and_(c_.user_id == user_id, c_.server == server)
-        with self._tx() as c:
-            r = c.execute(select(t.upstream_credentials).where(where)).mappings().first()
-            if r is None:
-                return None
-            done = c.execute(delete(t.upstream_credentials).where(where, c_.version == r["version"]))
-            return _credential(r) if done.rowcount == 1 else None
+        for _ in range(DELETE_ATTEMPTS):
+            with self._tx() as c:
+                r = c.execute(select(t.upstream_credentials).where(where)).mappings().first()
+                if r is None:
+                    return None
+                # Delete exactly the version read, so the caller revokes the tokens that were removed;
+                # a refresh that swapped in newer ones meanwhile makes this read again.
+                done = c.execute(delete(t.upstream_credentials).where(where, c_.version == r["version"]))
+                if done.rowcount == 1:
+                    return _credential(r)
+        with self._tx() as c:  # changing faster than it can be read: remove whatever is there
+            c.execute(delete(t.upstream_credentials).where(where))
+        return None
 
     def claim_upstream_refresh(self, user_id: str, server: str, version: int, until: float, now: float) -> bool:
         c_ = t.upstream_credentials.c
