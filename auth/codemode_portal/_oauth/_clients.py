@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import time
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -29,6 +30,10 @@ __all__ = [
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
 GRANT_TYPES = ("authorization_code", "refresh_token")
 MAX_URI = 2000
+_URI_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")  # RFC 3986 characters only
+_HOST = re.compile(
+    r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
 
 
 class MetadataProblem(ValueError):
@@ -43,8 +48,8 @@ def redirect_uri_problem(uri: object) -> str | None:
     """Why ``uri`` cannot be a redirect URI, or None. Only https, or http on a loopback host."""
     if not isinstance(uri, str) or not uri:
         return "a redirect URI must be a non-empty string"
-    if len(uri) > MAX_URI or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
-        return "a redirect URI must be at most 2000 characters without spaces or control characters"
+    if len(uri) > MAX_URI or not _URI_CHARS.match(uri):
+        return "a redirect URI must be at most 2000 characters of RFC 3986 (percent-encode anything else)"
     try:
         parts = urlsplit(uri)
         port = parts.port
@@ -53,6 +58,8 @@ def redirect_uri_problem(uri: object) -> str | None:
     del port
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return f"{uri[:200]!r} must be an https:// URL or an http:// loopback URL"
+    if "[" not in parts.netloc and not _HOST.match(parts.hostname):
+        return f"{uri[:200]!r} does not name a valid host"
     if parts.fragment or "#" in uri:
         return f"{uri[:200]!r} must not have a fragment"
     if parts.username is not None or parts.password is not None:
