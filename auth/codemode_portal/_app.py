@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -32,7 +33,7 @@ from ._resource import ResourceServer, prm_document, prm_paths
 from ._session import Sessions
 from ._store import AsyncStore, SqlStore, Store
 from ._users import Users
-from ._web import LoginMethod, NavItem, PasswordLogin, Web
+from ._web import LoginMethod, NavItem, PasswordLogin, PublicPathRedirects, Web
 
 __all__ = ["Portal", "build_portal", "serve"]
 
@@ -187,7 +188,8 @@ def build_portal(
         Mount("/mcp", app=_Rooted(resource, "/mcp")),
         Mount("/sse", app=_Rooted(resource, "/sse")),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(PublicPathRedirects, base_path=settings.base_path)])  # fmt: skip
     return Portal(config=config, store=store, app=app, hosted=hosted, audit=audit, users=users, web=web, oauth=oauth,
                   admin_password=admin_password, extra_routes=list(extra_routes), extras=extras)  # fmt: skip
 

@@ -124,6 +124,12 @@ class PortalSettings(BaseModel):
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
+    @property
+    def base_path(self) -> str:
+        """The path of ``public_url`` ("" or e.g. "/portal"): a proxy strips it before the portal, so
+        every link and redirect the portal sends to a browser starts with it."""
+        return urlsplit(self.issuer).path.rstrip("/")
+
     def resource_url(self, server: str, transport: Literal["mcp", "sse"] = "mcp") -> str:
         return f"{self.issuer}/{transport}/{server}"
 

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._audit import AuditLog
 from ._config import PortalSettings
@@ -19,7 +20,16 @@ from ._session import BrowserSession, Sessions
 from ._store import AsyncStore
 from ._users import Users
 
-__all__ = ["MAX_FORM_BYTES", "LoginMethod", "NavItem", "PasswordLogin", "Web", "page_headers", "read_form"]
+__all__ = [
+    "MAX_FORM_BYTES",
+    "LoginMethod",
+    "NavItem",
+    "PasswordLogin",
+    "PublicPathRedirects",
+    "Web",
+    "page_headers",
+    "read_form",
+]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MAX_FORM_BYTES = 64_000
@@ -123,7 +133,7 @@ class Web:
     ) -> Response:
         html = self.env.get_template(template).render(
             user=session.user, csrf=self.sessions.csrf(session), issuer=self.settings.issuer,
-            nav_extra=self.nav_extra, **context,
+            nav_extra=self.nav_extra, base=self.settings.base_path, **context,
         )  # fmt: skip
         response = HTMLResponse(html, status_code=status, headers={**page_headers(form_targets=form_targets),
                                                                   **(headers or {})})  # fmt: skip
@@ -134,6 +144,34 @@ class Web:
     ) -> Response:
         return self.render(session, "error.html", status=status, title=heading, heading=heading, message=message,
                            detail=detail)  # fmt: skip
+
+
+class PublicPathRedirects:
+    """ASGI middleware: when ``public_url`` has a path (a proxy strips it before the portal), every
+    root-relative ``Location`` the portal sends (``/login?…``, ``/account``…) gets that path in
+    front, so a browser stays under the public URL. Absolute URLs (a client's redirect URI, an
+    upstream provider) are left alone. Templates prefix their links with ``{{ base }}`` likewise."""
+
+    def __init__(self, app: ASGIApp, base_path: str) -> None:
+        self.app = app
+        self.prefix = base_path.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.prefix:
+            await self.app(scope, receive, send)
+            return
+
+        async def prefixed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, self.prefix + v if k.lower() == b"location" and v[:1] == b"/" and v[1:2] not in (b"/", b"\\")
+                     else v)
+                    for k, v in message.get("headers", [])
+                ]  # fmt: skip
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, prefixed)
 
 
 SafeNext = Callable[[str | None], str]
