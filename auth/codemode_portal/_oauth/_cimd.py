@@ -46,13 +46,29 @@ def is_metadata_url(client_id: str, settings: PortalSettings) -> bool:
     return False
 
 
+# Ranges Python's ``is_global`` lets through on some versions, or that embed another address:
+# IETF protocol assignments (192.0.0.0/24), the 6to4 relay anycast, benchmarking, documentation,
+# deprecated site-local IPv6, 6to4 and Teredo (both embed an IPv4 address; both deprecated).
+_NEVER = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
+    "100::/64", "2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20", "fec0::/10",
+))  # fmt: skip
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _address_ok(address: str, allow_private: bool) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:  # NAT64: the IPv4 address it reaches is what counts
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if allow_private:
         return not (ip.is_unspecified or ip.is_multicast)
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
+    if any(ip.version == n.version and ip in n for n in _NEVER):
+        return False
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_link_local)
 
 
 class MetadataFetcher:

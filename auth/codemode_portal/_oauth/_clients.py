@@ -66,6 +66,8 @@ def redirect_uri_problem(uri: object) -> str | None:
         return f"{uri[:200]!r} must not carry user info"
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         return f"{uri[:200]!r}: http:// is only allowed for 127.0.0.1, [::1] or localhost; use https://"
+    if parts.port == 0:
+        return f"{uri[:200]!r} does not name a usable port"
     if parts.scheme == "https":
         try:
             ip = ipaddress.ip_address(parts.hostname)
@@ -91,14 +93,18 @@ class ClientMetadata(BaseModel):
     software_id: str | None = Field(default=None, max_length=200)
     software_version: str | None = Field(default=None, max_length=100)
 
-    @field_validator("redirect_uris")
+    @field_validator("redirect_uris", mode="before")
     @classmethod
-    def _redirects(cls, value: list[str]) -> list[str]:
-        for uri in value:
-            problem = redirect_uri_problem(uri)
-            if problem:
-                raise ValueError(problem)
-        return list(dict.fromkeys(value))
+    def _redirects(cls, value: object) -> object:
+        """Checked as sent (before whitespace stripping): a URI is matched exactly later, so one
+        with stray spaces is refused rather than silently changed."""
+        if isinstance(value, list):
+            for uri in value:
+                problem = redirect_uri_problem(uri)
+                if problem:
+                    raise ValueError(problem)
+            return list(dict.fromkeys(value))
+        return value
 
     @field_validator("client_uri")
     @classmethod
