@@ -425,3 +425,16 @@ def test_every_oauth_json_error_has_no_store_and_a_clean_body(portal: RunningPor
     for r in cases:
         assert r.status_code in (400, 401)
         assert_oauth_error(r, r.status_code, r.json()["error"])
+
+
+def test_names_with_a_trailing_newline_are_refused(portal: RunningPortal, tmp_path: Path) -> None:
+    """``^…$`` with ``re.match`` lets a final newline through; names and URIs must match whole."""
+    from codemode_portal import PortalError, load_portal_config
+
+    with pytest.raises(PortalError):
+        portal.portal.users.add("mallory\n", PASSWORD)
+    (tmp_path / "portal.toml").write_text(f'[servers."bad\\n"]\nspec = "{PETSTORE}"\n')
+    assert "bad\n" not in load_portal_config(tmp_path / "portal.toml").servers
+    with browser(portal) as http:
+        r = http.post("/register", json={"redirect_uris": [REDIRECT + "\n"], "token_endpoint_auth_method": "none"})
+    assert_oauth_error(r, 400, "invalid_redirect_uri")

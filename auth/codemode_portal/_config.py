@@ -180,7 +180,7 @@ class ServerEntry(BaseModel):
         if (self.config is None) == (self.spec is None):
             raise ValueError("give exactly one of spec = '…' or config = 'servers/….toml'")
         for suffix in self.scopes:
-            if not SCOPE_SUFFIX.match(suffix) or suffix in ("read", "write"):
+            if not SCOPE_SUFFIX.fullmatch(suffix) or suffix in ("read", "write"):
                 raise ValueError(f"scope name {suffix!r} is not allowed (letters, digits, _.:/-; not read/write)")
         if self.upstream_auth != "per-user":
             for key in ("upstream_scheme", "upstream_oauth"):
@@ -275,7 +275,7 @@ def load_portal_config(
         raise PortalConfigError(f"{where}: servers: must be tables [servers.<name>].", code="portal.config.invalid")
     for name, raw in raw_servers.items():
         line = lines.line_of(("servers", name))
-        if not SERVER_NAME.match(name):
+        if not SERVER_NAME.fullmatch(name):
             config.failed[name] = (
                 f"{where}:{line or '?'}: servers.{name}: a server name is 1-63 lower-case letters, digits, _ or -"
             )

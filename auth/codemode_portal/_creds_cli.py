@@ -233,7 +233,7 @@ def _oidc_link(args: argparse.Namespace, open_store: StoreOpener) -> int:
         user = store.find_user(args.name)
         created = user is None
         if user is None:
-            if not USER_NAME.match(args.name):
+            if not USER_NAME.fullmatch(args.name):
                 raise PortalError(f"user name {args.name!r} is not allowed.", code="portal.user.name")
             user = User(id=new_id(), name=args.name, password_hash=OIDC_PASSWORD_HASH, created_at=time.time())
             store.create_user(user)

@@ -286,7 +286,7 @@ class OidcLogin:
             email = claims.get("email")
             wanted = email.split("@", 1)[0] if isinstance(email, str) else "user"
         base = _NAME_CHARS.sub("-", wanted).strip("-._@+")[:56] or "user"
-        if not USER_NAME.match(base):
+        if not USER_NAME.fullmatch(base):
             base = f"user-{base}"[:56]
         for n in range(50):
             name = base if n == 0 else f"{base}-{n + 1}"

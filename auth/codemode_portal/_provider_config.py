@@ -68,14 +68,14 @@ def _url_or_none(value: str | None) -> str | None:
 
 
 def _env_name(value: str | None) -> str | None:
-    if value is not None and not ENV_VAR.match(value):
+    if value is not None and not ENV_VAR.fullmatch(value):
         raise ValueError(f"names an environment variable (never the secret itself); {value!r} is not one")
     return value
 
 
 def _scopes(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
     for s in value or ():
-        if not SCOPE.match(s):
+        if not SCOPE.fullmatch(s):
             raise ValueError(f"{s!r} is not an OAuth scope")
     return value
 

@@ -32,7 +32,7 @@ _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scop
 
 
 def scope_token_ok(scope: str) -> bool:
-    return bool(_SCOPE_TOKEN.match(scope)) and len(scope) <= 200
+    return bool(_SCOPE_TOKEN.fullmatch(scope)) and len(scope) <= 200
 
 
 def parse_scope(value: str | None) -> tuple[str, ...]:

@@ -45,7 +45,7 @@ class Sessions:
 
     async def load(self, request: Request) -> BrowserSession:
         value = request.cookies.get(self.cookie, "")
-        if not _VALUE.match(value):
+        if not _VALUE.fullmatch(value):
             return BrowserSession(new_token(SESSION_PREFIX), None, True)
         user_id = await self.astore.call(self.astore.store.find_session, token_hash(value), time.time())
         user = await self.astore.call(self.astore.store.get_user, user_id) if user_id else None

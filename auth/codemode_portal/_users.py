@@ -47,7 +47,7 @@ class Users:
         self.settings = settings
 
     def add(self, name: str, password: str, *, is_admin: bool = False) -> User:
-        if not USER_NAME.match(name):
+        if not USER_NAME.fullmatch(name):
             raise PortalError(
                 f"user name {name!r} is not allowed: 1-64 letters, digits and _.@+- (starting with a letter or digit).",
                 code="portal.user.name",
@@ -99,7 +99,7 @@ class Users:
                     "Too many failed sign-ins. Try again later.", code="portal.login.limited",
                     retry_after=s.login_window_seconds,
                 )  # fmt: skip
-        user = self.store.find_user(name) if USER_NAME.match(name) and len(password) <= MAX_PASSWORD else None
+        user = self.store.find_user(name) if USER_NAME.fullmatch(name) and len(password) <= MAX_PASSWORD else None
         ok = verify_password(user.password_hash if user else _DUMMY, password[:MAX_PASSWORD])
         if user is None or not ok or user.disabled:
             for key in keys:

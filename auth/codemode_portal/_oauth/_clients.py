@@ -48,7 +48,7 @@ def redirect_uri_problem(uri: object) -> str | None:
     """Why ``uri`` cannot be a redirect URI, or None. Only https, or http on a loopback host."""
     if not isinstance(uri, str) or not uri:
         return "a redirect URI must be a non-empty string"
-    if len(uri) > MAX_URI or not _URI_CHARS.match(uri):
+    if len(uri) > MAX_URI or not _URI_CHARS.fullmatch(uri):
         return "a redirect URI must be at most 2000 characters of RFC 3986 (percent-encode anything else)"
     try:
         parts = urlsplit(uri)
@@ -58,7 +58,7 @@ def redirect_uri_problem(uri: object) -> str | None:
     del port
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return f"{uri[:200]!r} must be an https:// URL or an http:// loopback URL"
-    if "[" not in parts.netloc and not _HOST.match(parts.hostname):
+    if "[" not in parts.netloc and not _HOST.fullmatch(parts.hostname):
         return f"{uri[:200]!r} does not name a valid host"
     if parts.fragment or "#" in uri:
         return f"{uri[:200]!r} must not have a fragment"

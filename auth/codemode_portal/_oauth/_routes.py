@@ -113,6 +113,8 @@ def oauth_routes(web: Web, server: PortalAuthorizationServer, titles: Callable[[
     async def run(fn: Callable[[], OAuthResponse]) -> OAuthResponse:
         try:
             return await anyio.to_thread.run_sync(fn)
+        except (OAuth2Error, MetadataProblem):  # answers, not bugs: the caller turns them into responses
+            raise
         except Exception:  # a bug: logged here, never shown (RFC 6749 server_error)
             log.exception("the authorization server failed on a request")
             return OAuthResponse(500, {"error": "server_error", "error_description": "The server failed."},
