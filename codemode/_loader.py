@@ -12,13 +12,26 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import yaml
 
 from ._errors import SpecError
 
-__all__ = ["DocumentStore", "Located", "find_root_in_folder", "parse_document"]
+__all__ = ["DocumentStore", "Located", "display_uri", "find_root_in_folder", "parse_document"]
+
+
+def display_uri(uri: str) -> str:
+    """``uri`` as messages show it: a spec URL may carry credentials (``https://user:pass@…``,
+    ``?token=…``), and messages reach logs, the portal's public ``/healthz`` and its index page."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not (parts.password or parts.username or parts.query):
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.password else ("***@" if parts.username else "")
+    query = "&".join(f"{k.partition('=')[0]}=***" for k in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, user + host, parts.path, query, ""))
+
 
 _ROOT_NAMES = ("openapi.yaml", "openapi.yml", "openapi.json", "swagger.yaml", "swagger.yml", "swagger.json")
 
@@ -154,6 +167,7 @@ class DocumentStore:
         return h.hexdigest()
 
     def _read(self, uri: str) -> bytes:
+        shown = display_uri(uri)
         if uri.startswith("file://"):
             path = Path(unquote(urlsplit(uri).path))
             try:
@@ -169,28 +183,31 @@ class DocumentStore:
         try:
             resp = httpx.get(uri, timeout=self.fetch_timeout, follow_redirects=True)
         except httpx.HTTPError as exc:
+            detail = str(exc).replace(uri, shown)
             raise SpecError(
-                f"cannot fetch the spec from {uri}: {type(exc).__name__}: {exc}.", code="spec.unreachable", where=uri
+                f"cannot fetch the spec from {shown}: {type(exc).__name__}: {detail}.",
+                code="spec.unreachable",
+                where=shown,
             ) from None
         if resp.status_code >= 400:
             raise SpecError(
-                f"cannot fetch the spec from {uri}: the server answered HTTP {resp.status_code}.",
+                f"cannot fetch the spec from {shown}: the server answered HTTP {resp.status_code}.",
                 code="spec.unreachable",
-                where=uri,
+                where=shown,
             )
         return resp.content
 
     def load(self, uri: str) -> Any:
         if uri.startswith("file://") and not self.root_uri.startswith("file://"):
             raise SpecError(
-                f"a spec fetched from {self.root_uri} may not refer to a local file ({uri}).",
+                f"a spec fetched from {display_uri(self.root_uri)} may not refer to a local file ({uri}).",
                 code="spec.local_ref_refused",
                 where=uri,
             )
         if uri not in self.documents:
             data = self._read(uri)
             self.hashes[uri] = hashlib.sha256(data).hexdigest()
-            where = unquote(urlsplit(uri).path) if uri.startswith("file://") else uri
+            where = unquote(urlsplit(uri).path) if uri.startswith("file://") else display_uri(uri)
             self.documents[uri] = parse_document(data, where)
         return self.documents[uri]
 
@@ -205,7 +222,7 @@ class DocumentStore:
         uri, pointer = self.split_ref(ref, base_uri)
         if uri.startswith("file://") and not base_uri.startswith("file://"):
             raise SpecError(
-                f"{base_uri} may not refer to a local file ({uri}): a document fetched over HTTP only "
+                f"{display_uri(base_uri)} may not refer to a local file ({uri}): a document fetched over HTTP only "
                 "refers to other URLs.",
                 code="spec.local_ref_refused",
                 where=uri,

@@ -28,6 +28,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import ExitStack
 from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -37,7 +38,7 @@ import httpx
 
 from codemode._credentials import seed_scrubber
 from codemode._errors import ConfigError, UpstreamError
-from codemode._scrub import Scrubber
+from codemode._scrub import LOG_FILTER, Scrubber
 from codemode._upstream_types import (
     NO_BODY,
     AuditEvent,
@@ -151,10 +152,16 @@ class HttpxUpstream:
         if credentials is not None and credentials is not self._credentials:
             scrubber = scrubber.extended(credentials.secrets())
         run_deadline = request.deadline
+        # A caller's own secrets are not in the process-wide log filter: scrub them from what is
+        # logged while this request is sent (httpx logs the URL, with a query key, at INFO).
+        logs = ExitStack()
         try:
             original = request
             if credentials is not None:
                 request = await credentials.apply(request)
+                if credentials is not self._credentials:  # after apply(): a refreshed token is known now
+                    scrubber = self.scrubber.extended(credentials.secrets())
+                    logs.enter_context(LOG_FILTER.current(scrubber))
             outgoing = self._build(request, method)
             audit_url = self._audit_url(request, outgoing.url)
             refreshed = False
@@ -187,6 +194,9 @@ class HttpxUpstream:
                     refreshed = True
                     await response.aclose()
                     request = await credentials.apply(original)
+                    if credentials is not self._credentials:
+                        scrubber = self.scrubber.extended(credentials.secrets())
+                        logs.enter_context(LOG_FILTER.current(scrubber))
                     outgoing = self._build(request, method)
                     continue
                 try:
@@ -223,6 +233,7 @@ class HttpxUpstream:
             error = getattr(exc, "code", None) or type(exc).__name__
             raise
         finally:
+            logs.close()
             self._audit(
                 AuditEvent(
                     operation=request.operation,
