@@ -25,6 +25,7 @@ from codemode._sandbox import Sandbox
 
 from ._audit import AuditLog
 from ._config import PortalConfig
+from ._cors import ApiCors
 from ._extras import PortalExtras, build_extras
 from ._hosting import CredentialResolver, HostedServer, SharedCredentials, build_servers
 from ._oauth import OAuthContext, PortalAuthorizationServer, oauth_routes
@@ -149,8 +150,7 @@ def build_portal(
                 doc = prm_document(settings, h, transport)
 
                 async def prm(request: Request, doc: dict[str, Any] = doc) -> Response:
-                    return JSONResponse(doc, headers={"Cache-Control": "public, max-age=300",
-                                                      "Access-Control-Allow-Origin": "*"})  # fmt: skip
+                    return JSONResponse(doc, headers={"Cache-Control": "public, max-age=300"})
 
                 routes += [Route(p, prm, methods=["GET"]) for p in prm_paths(settings, transport, h.name)]
         if len(ok) == 1:  # the root form, where it is unambiguous
@@ -189,7 +189,7 @@ def build_portal(
         Mount("/sse", app=_Rooted(resource, "/sse")),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
-                    middleware=[Middleware(PublicPathRedirects, base_path=settings.base_path)])  # fmt: skip
+                    middleware=[Middleware(ApiCors), Middleware(PublicPathRedirects, base_path=settings.base_path)])  # fmt: skip
     return Portal(config=config, store=store, app=app, hosted=hosted, audit=audit, users=users, web=web, oauth=oauth,
                   admin_password=admin_password, extra_routes=list(extra_routes), extras=extras)  # fmt: skip
 

@@ -277,8 +277,7 @@ def oauth_routes(web: Web, server: PortalAuthorizationServer, titles: Callable[[
         return to_response(await run(lambda: server.create_endpoint_response("client_registration", req)))
 
     async def metadata(request: Request) -> Response:
-        return JSONResponse(as_metadata(server), headers={"Cache-Control": "public, max-age=300",
-                                                          "Access-Control-Allow-Origin": "*"})  # fmt: skip
+        return JSONResponse(as_metadata(server), headers={"Cache-Control": "public, max-age=300"})
 
     prefix = urlsplit(issuer).path.rstrip("/")
     wellknown = ["/.well-known/oauth-authorization-server"]
