@@ -188,8 +188,8 @@ def build_portal(
         Mount("/mcp", app=_Rooted(resource, "/mcp")),
         Mount("/sse", app=_Rooted(resource, "/sse")),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    middleware=[Middleware(ApiCors), Middleware(PublicPathRedirects, base_path=settings.base_path)])  # fmt: skip
+    middleware = [Middleware(ApiCors), Middleware(PublicPathRedirects, base_path=settings.base_path)]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     return Portal(config=config, store=store, app=app, hosted=hosted, audit=audit, users=users, web=web, oauth=oauth,
                   admin_password=admin_password, extra_routes=list(extra_routes), extras=extras)  # fmt: skip
 
