@@ -211,7 +211,7 @@ def answer_search(
     path_prefix = (path_prefix or "").strip() or None
     if method is not None and method not in METHODS:
         return SearchAnswer(
-            f"method={method!r} is not an HTTP method; use one of {', '.join(m.upper() for m in METHODS)}.",
+            f"method={_echo(method)} is not an HTTP method; use one of {', '.join(m.upper() for m in METHODS)}.",
             is_error=True,
         )
     if tag is not None and not index.has_tag(tag):
@@ -220,19 +220,19 @@ def answer_search(
         return SearchAnswer(
             f"{spec.title} has no tag {_echo(tag)}.{tip} search() with no arguments lists every tag.", is_error=True
         )
+    filters = (("tag", tag), ("method", method), ("path_prefix", path_prefix))
+    where = ", ".join(f"{k}={_echo(v)}" for k, v in filters if v)
     if not query.strip():
-        if tag is None and method is None and path_prefix is None:
+        if not where:
             return table_of_contents(index, budget_tokens)
         ops = [h.operation for h in index.search("", tag=tag, method=method, path_prefix=path_prefix, limit=10**9)]
-        filters = (("tag", tag), ("method", method), ("path_prefix", path_prefix))
-        where = ", ".join(f"{k}={_echo(v)}" for k, v in filters if v)
         if not ops:
             return SearchAnswer(f"No operation of {spec.title} has {where}.{_browse_tip()}")
         return _listing(ops, budget_tokens, f"{len(ops)} operations with {where}:", denial)
     hits = index.search(query, tag=tag, method=method, path_prefix=path_prefix, limit=limit)
     if not hits:
-        why = _why_nothing(index, query)
-        closest = index.closest(query, 2) if why != ONLY_COMMON else []
+        why = _why_nothing(index, query) or (f" with {where}" if where else "")
+        closest = index.closest(query, 2) if why != ONLY_COMMON and not where else []
         return SearchAnswer(_no_match(spec, query, index.suggest(query), why, closest))
     return render_hits(
         [h.operation for h in hits],

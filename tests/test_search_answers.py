@@ -224,6 +224,8 @@ def test_tag_alone_lists_its_operations(petstore: ApiSpec) -> None:
         ({"query": "xyzzyplugh"}, "(none of its words occurs in this API)"),
         ({"query": "pett"}, "Try: pet"),
         ({"path_prefix": "/nowhere"}, "No operation of Swagger Petstore - OpenAPI 3.0 has path_prefix='/nowhere'."),
+        ({"query": "delete", "path_prefix": "/store/inventory"}, "'delete' with path_prefix='/store/inventory'."),
+        ({"method": "x" * 10_000}, "is not an HTTP method"),
     ],
 )
 def test_odd_inputs_get_a_clear_answer(petstore: ApiSpec, kwargs: dict[str, Any], expect: str) -> None:
