@@ -24,6 +24,7 @@ import json
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -50,7 +51,12 @@ from ._validation import ValidationTimeout, deadline
 __all__ = ["CallRecord", "ExecuteReport", "Executor"]
 
 MAX_RESPONSE_NOTES = 3  # response/spec mismatches reported per execution
+# Limits whose CallLimitExceeded the code may catch and go on (a loop that pages until the budget is
+# spent, then reports what it has): the run then succeeds, with a note. The time limit is not one of
+# them: a run past timeout_seconds fails, caught or not.
+CATCHABLE_LIMITS = ("max_calls=",)
 DRY_RUN_BASE = "http://dry-run.invalid"  # dry runs never send; a spec without servers still works
+HOST_FAILURE_NOTE = "the codemode server failed internally during this run (logged); results may be incomplete"
 log = logging.getLogger("codemode.execute")
 
 
@@ -77,13 +83,18 @@ class ExecuteReport:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def fatal_limits(self) -> list[str]:
+        """Limits that fail the run even when the code caught the exception (see CATCHABLE_LIMITS)."""
+        return [hit for hit in self.limit_hits if not hit.startswith(CATCHABLE_LIMITS)]
+
+    @property
     def ok(self) -> bool:
         return (
             self.rejected is None
             and self.busy is None
             and self.outcome is not None
             and self.outcome.ok
-            and not self.limit_hits
+            and not self.fatal_limits
         )
 
 
@@ -290,10 +301,25 @@ class _Bridge:
     def __call__(self, channel: str, payload: str) -> tuple[bool, str]:
         try:
             return self._dispatch(channel, payload)
-        except Exception as exc:
-            log.error("execute bridge failed: %s", type(exc).__name__)  # type only: text may hold a value
-            log.debug("execute bridge traceback (scrubbed by the log filter)", exc_info=True)
-            return _err("api_error", f"the server failed while handling this call ({type(exc).__name__})")
+        except Exception as exc:  # the bridge boundary: anything must become an err result
+            return self._host_failure(exc)
+
+    def _host_failure(self, exc: Exception) -> tuple[bool, str]:
+        """A bug or failure inside the host: logged with its (scrubbed) traceback, never an ApiError.
+
+        The guest gets a ``RuntimeError`` that says so; the answer carries a note, so a caught one is
+        still visible.
+        """
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        log.error("internal error while handling an API call from guest code:\n%s", self.scrubber().scrub_text(trace))
+        message = (
+            f"internal error in the codemode server ({type(exc).__name__}) while handling this call; it is "
+            "logged for the operator. This is not an answer from the API, and retrying will not help."
+        )
+        with self.lock:
+            if HOST_FAILURE_NOTE not in self.report.notes:
+                self.report.notes.append(HOST_FAILURE_NOTE)
+        return _err("internal", message)
 
     @staticmethod
     def scrubber_for(ex: Executor, caller: Caller | None) -> Scrubber:

@@ -52,8 +52,11 @@ def format_execute(report: ExecuteReport, *, max_chars: int) -> tuple[str, bool]
         body["error"] = f"{err.type}: {err.message}{where}"
         if err.traceback:
             body["traceback"] = err.traceback[-1500:]
-    if report.limit_hits and "error" not in body:
-        body["error"] = f"limit reached: {', '.join(report.limit_hits)}"
+    if report.fatal_limits and "error" not in body:
+        body["error"] = f"limit reached: {', '.join(report.fatal_limits)}"
+    caught = [hit for hit in report.limit_hits if hit not in report.fatal_limits]
+    if caught and out.error is None:
+        body.setdefault("notes", []).append(f"limit reached and caught by the code: {', '.join(caught)}")
     if out.stdout:
         body["stdout"] = out.stdout
     if out.stdout_truncated:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from codemode import UpstreamError, load_spec
 from codemode._execute import Executor
 from codemode._format import format_execute
 from codemode._sandbox import LocalSandbox
+from codemode._scrub import Scrubber
 from codemode._settings import ExecuteSettings
 from codemode._upstream import UpstreamRequest, UpstreamResponse
 
@@ -147,15 +149,35 @@ async def test_read_only_allow_and_deny(spec: Any) -> None:
     assert "not in this server's allow-list" in out["error"] and len(up.requests) == 2
 
 
-async def test_call_limit_is_enforced_even_if_caught(spec: Any) -> None:
+async def test_call_limit_is_enforced_and_catchable(spec: Any) -> None:
+    """No call goes out past max_calls; code that catches CallLimitExceeded finishes, with a note."""
     ex, up = make(spec, max_calls=3)
     code = (
         "n = 0\nfor i in range(10):\n    try:\n        api.pet.get_by_id(i)\n        n += 1\n"
-        "    except Exception:\n        pass\nresult = n"
+        "    except CallLimitExceeded:\n        break\nresult = n"
     )
     out = await run(ex, code)
     assert out["result"] == 3 and len(up.requests) == 3
-    assert out["is_error"] and "max_calls=3" in out["error"]
+    assert not out["is_error"] and "error" not in out
+    assert any("max_calls=3" in note and "caught" in note for note in out["notes"])
+    uncaught = await run(ex, "for i in range(10):\n    api.pet.get_by_id(i)")
+    assert uncaught["is_error"] and "CallLimitExceeded" in uncaught["error"] and "max_calls=3" in uncaught["error"]
+    assert len(up.requests) == 6
+
+
+async def test_a_caught_timeout_still_fails_the_run(req_spec: Any) -> None:
+    import asyncio
+
+    from codemode._sandbox import SandboxLimits
+
+    class Slow(Recorder):
+        async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+            await asyncio.sleep(5)
+            return await super().send(request)
+
+    ex = Executor(req_spec, LocalSandbox(), Slow(), ExecuteSettings(limits=SandboxLimits(timeout_seconds=0.5)))
+    out = await run(ex, "try:\n    api.call('putRaw', body={})\nexcept CallLimitExceeded:\n    result = 'caught'")
+    assert out["is_error"] and "timeout_seconds=0.5" in out["error"]
 
 
 async def test_dry_run_touches_nothing_and_returns_schema_shaped_values(spec: Any) -> None:
@@ -358,15 +380,26 @@ async def test_time_waiting_on_the_upstream_counts_against_the_timeout(req_spec:
     assert out["calls"][0]["status"] == "timeout"
 
 
-async def test_unexpected_host_failures_become_catchable_errors(req_spec: Any) -> None:
+async def test_host_failures_are_internal_errors_not_api_errors(
+    req_spec: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     class Broken(Recorder):
         async def send(self, request: UpstreamRequest) -> UpstreamResponse:
             raise KeyError("secret-value-123")
 
-    ex = Executor(req_spec, LocalSandbox(), Broken(), ExecuteSettings())
-    out = await run(ex, "try:\n    api.call('putRaw', body={})\nexcept ApiError as e:\n    result = str(e)")
-    assert out["result"] == "the server failed while handling this call (KeyError)"
+    ex = Executor(req_spec, LocalSandbox(), Broken(), ExecuteSettings(), scrubber=Scrubber(["secret-value-123"]))
+    code = (
+        "try:\n    api.call('putRaw', body={})\nexcept ApiError as e:\n    result = 'ApiError'\n"
+        "except RuntimeError as e:\n    result = str(e)"
+    )
+    with caplog.at_level(logging.ERROR, logger="codemode.execute"):
+        out = await run(ex, code)
+    assert out["result"].startswith("internal error in the codemode server (KeyError)")
+    assert "not an answer from the API" in out["result"]
+    assert any("failed internally" in note for note in out["notes"])
     assert "secret-value-123" not in json.dumps(out)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Traceback" in logged and "in send" in logged and "secret-value-123" not in logged
 
 
 async def test_dry_run_works_without_a_base_url(tmp_path: Path) -> None:
