@@ -153,6 +153,14 @@ class Executor:
         return self.policy.denial(op)
 
     # -- the run -------------------------------------------------------------------------
+    async def _ready(self) -> None:
+        """Build, compile and load the isolate if it is not ready yet (the first run after an install).
+
+        This takes tens of seconds once and reports its progress; it never counts against
+        ``timeout_seconds``, which starts with the run itself.
+        """
+        await anyio.to_thread.run_sync(self.sandbox.prepare)
+
     async def _checked(self, code: str, report: ExecuteReport) -> bool:
         """Size first (cheap), then the policy check off the event loop. False when rejected."""
         limits = self.settings.limits
@@ -201,6 +209,7 @@ class Executor:
         report = ExecuteReport(outcome=None, dry_run=dry_run)
         if not await self._checked(code, report):
             return report
+        await self._ready()  # before the run's deadline starts
         loop = asyncio.get_running_loop()
 
         def run() -> RunOutcome:  # the bridge's deadline starts when the run does, not while it queues
@@ -215,6 +224,7 @@ class Executor:
         report = ExecuteReport(outcome=None)
         if not await self._checked(code, report):
             return report
+        await self._ready()
         budget = _SpecBudget(self.settings.max_spec_calls, self._spec_bridge)
 
         def run() -> RunOutcome:
@@ -301,7 +311,7 @@ class _Bridge:
     def __call__(self, channel: str, payload: str) -> tuple[bool, str]:
         try:
             return self._dispatch(channel, payload)
-        except Exception as exc:  # the bridge boundary: anything must become an err result
+        except Exception as exc:  # noqa: BLE001 - the bridge boundary: anything must become an err result
             return self._host_failure(exc)
 
     def _host_failure(self, exc: Exception) -> tuple[bool, str]:

@@ -26,7 +26,7 @@ from ._format import format_execute
 from ._hostcheck import ExactHostCheck
 from ._ir import ApiSpec
 from ._oppolicy import OperationPolicy
-from ._progress import ProgressHub, Reporter
+from ._progress import McpReporter, ProgressHub, Reporter
 from ._render import describe_operation, render_schema
 from ._sandbox import Sandbox, WasmSandbox
 from ._scrub import log_scrubbing
@@ -285,7 +285,12 @@ class CodemodeServer:
         dry_run: bool = False,
         ctx: Context | None = None,
     ) -> CallToolResult:
-        report = await self.executor().execute(code, dry_run=dry_run, caller=self.caller(), client=_session_key(ctx))
+        executor, caller, client = self.executor(), self.caller(), _session_key(ctx)
+        if ctx is not None:  # slow steps this call waits for (the first isolate build) reach its client
+            with self.progress.subscribed(McpReporter(ctx)):
+                report = await executor.execute(code, dry_run=dry_run, caller=caller, client=client)
+        else:
+            report = await executor.execute(code, dry_run=dry_run, caller=caller, client=client)
         text, is_error = format_execute(report, max_chars=self.settings.execute.max_response_chars)
         return _result(text, is_error)
 

@@ -451,3 +451,28 @@ async def test_escaped_output_and_unicode_results_stay_within_limits(spec: Any) 
     ex, _ = make(spec, max_response_chars=200_000)
     out = await run(ex, "result = 'é' * 50000")  # 100 KB of UTF-8, under max_result_bytes
     assert not out["is_error"] and len(out["result"]) == 50000
+
+
+async def test_building_the_isolate_does_not_count_against_the_timeout(req_spec: Any) -> None:
+    """The first execute after an install builds the isolate (tens of seconds); the run's deadline starts after."""
+    import time
+
+    from codemode._sandbox import SandboxLimits
+
+    class SlowToBuild(LocalSandbox):
+        built = False
+
+        def prepare(self) -> None:
+            if not self.built:
+                time.sleep(1.5)
+                self.built = True
+
+        def run(self, code: str, bridge: Any, **kw: Any) -> Any:
+            self.prepare()  # as WasmSandbox.run does
+            return super().run(code, bridge, **kw)
+
+    up = Recorder()
+    ex = Executor(req_spec, SlowToBuild(), up, ExecuteSettings(limits=SandboxLimits(timeout_seconds=1)))
+    out = await run(ex, "result = api.call('putRaw', body={})")
+    assert not out["is_error"], out
+    assert out["result"] == {"ok": True} and len(up.requests) == 1
