@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, EmptyResult, SetLevelRequestParams, TextContent, ToolAnnotations
 from pydantic import Field
 
+from . import __version__
 from ._access import AccessHook, Caller
 from ._admission import ExecutionLimiter
 from ._answer import answer_search
@@ -24,17 +26,17 @@ from ._execute import Executor
 from ._fills import ParamFills, apply_server_fills
 from ._format import format_execute
 from ._hostcheck import ExactHostCheck
-from ._ir import ApiSpec
+from ._ir import ApiSpec, Operation
 from ._oppolicy import OperationPolicy
 from ._progress import McpReporter, ProgressHub, Reporter
-from ._render import describe_operation, render_schema
+from ._render import describe_operation, render_schema, signature
 from ._sandbox import Sandbox, WasmSandbox
 from ._scrub import log_scrubbing
 from ._search import SearchIndex
 from ._settings import ServerSettings
 from ._upstream import AuditHook, HttpxUpstream, Upstream
 
-__all__ = ["CodemodeServer", "Transport"]
+__all__ = ["CodemodeServer", "Transport", "example_operation", "server_name"]
 
 log = logging.getLogger("codemode.server")
 Transport = Literal["stdio", "sse", "http"]
@@ -56,13 +58,49 @@ upstream calls."""
 
 INSTRUCTIONS = """\
 This server exposes the {title} API ({n} operations) through two tools.
-1. search(query) finds operations and shows them as typed Python signatures, \
-e.g. `api.pets.get(pet_id: int) -> Pet  # GET /pets/{{pet_id}}`; search() with no query lists the tags. \
-Use search(detail="api.pets.get") for full parameter and response types.
+1. search(query) finds operations and shows them as typed Python signatures{example} \
+search() with no query lists the tags.
 2. execute(code) runs your Python with `api` bound to this API: do the whole task in one \
 program (loops, filtering, joining results), print what matters or set `result`.
 Prefer one execute call that does many API calls over many tool calls. Never put credentials in \
 code: the server adds them. Write operations may be refused when the server is read-only."""
+# Words left out of a server name made from a spec's title (``GitHub's official OpenAPI spec + Octokit``).
+NAME_NOISE = frozenset(
+    {"a", "an", "the", "of", "for", "and", "s", "api", "apis", "openapi", "swagger", "spec", "specification",
+     "official", "rest", "restful", "http", "web", "service", "description", "definition", "documentation"}
+)  # fmt: skip
+MAX_NAME_WORDS = 2
+
+
+def server_name(title: str) -> str:
+    """A short, stable ``serverInfo`` name from a title: ``Swagger Petstore - OpenAPI 3.0`` -> ``petstore``."""
+    words = [w for w in re.split(r"[^a-z0-9]+", title.lower().replace("'s ", " ")) if w]
+    kept = [w for w in words if w not in NAME_NOISE and not re.fullmatch(r"v?\d+", w)]
+    return "-".join(kept[:MAX_NAME_WORDS]) or "api"
+
+
+def example_operation(spec: ApiSpec) -> Operation | None:
+    """The operation the instructions show: a short read with a path parameter if there is one."""
+
+    def rank(op: Operation) -> tuple[int, int, int, int]:
+        visible = op.visible_params
+        has_path = any(p.location == "path" for p in visible)
+        required = sum(p.required for p in visible)
+        return (not op.read_only, not has_path, required, len(signature(op, max_optional=1)))
+
+    candidates = [op for op in spec.operations if not op.deprecated] or list(spec.operations)
+    return min(candidates, key=rank, default=None)
+
+
+def instructions(spec: ApiSpec) -> str:
+    op = example_operation(spec)
+    example = "."
+    if op is not None:
+        example = (
+            f", e.g. `{signature(op, max_optional=1)}  # {op.label}`. "
+            f'Use search(detail="api.{op.key}") for full parameter and response types.'
+        )
+    return INSTRUCTIONS.format(title=spec.title, n=len(spec.operations), example=example)
 
 
 class CodemodeServer:
@@ -203,8 +241,10 @@ class CodemodeServer:
     def _build_mcp(self) -> MCPServer[Any]:
         title, n = self.spec.title, len(self.spec.operations)
         mcp: MCPServer[Any] = MCPServer(
-            name=self.settings.name or f"codemode-{title.lower().replace(' ', '-')[:40]}",
-            instructions=INSTRUCTIONS.format(title=title, n=n),
+            name=self.settings.name or server_name(title),
+            title=f"{title} (codemode)",
+            version=__version__,
+            instructions=instructions(self.spec),
             lifespan=self._lifespan,
         )
         mcp.add_tool(

@@ -254,3 +254,36 @@ async def test_sessions_share_one_executor_until_the_last_leaves(petstore: Any) 
         assert server.executor() is first  # the second leaving does not break the first
     with pytest.raises(Exception, match="not running"):
         server.executor()
+
+
+@pytest.mark.parametrize(
+    ("title", "name"),
+    [
+        ("GitHub's official OpenAPI spec + Octokit extension", "github-octokit"),
+        ("Swagger Petstore - OpenAPI 3.0", "petstore"),
+        ("Twilio - Studio", "twilio-studio"),
+        ("OpenAPI", "api"),
+    ],
+)
+def test_server_names_are_short_slugs(title: str, name: str) -> None:
+    from codemode._server import server_name
+
+    assert server_name(title) == name
+
+
+async def test_server_info_and_the_instructions_example_come_from_the_served_spec(petstore: Any) -> None:
+    from codemode import __version__
+
+    server = CodemodeServer(petstore, sandbox=_NoRun())
+    init = server.mcp._lowlevel_server.create_initialization_options()
+    assert init.server_name == "petstore" and init.server_version == __version__
+    text = init.instructions or ""
+    assert "`api.pet.get_by_id(petId: int) -> Pet  # GET /pet/{petId}`" in text
+    assert 'search(detail="api.pet.get_by_id")' in text and "api.pets.get(" not in text
+    if SHARED.is_dir():
+        github = load_spec(str(SHARED / "github-api.github.com.json"))
+        init = CodemodeServer(github, sandbox=_NoRun()).mcp._lowlevel_server.create_initialization_options()
+        example = (init.instructions or "").split("e.g. `", 1)[1].split("`", 1)[0]
+        key = example.split("(", 1)[0].removeprefix("api.")
+        assert github.operation(key) is not None, example
+        assert init.server_name == "github-octokit"
