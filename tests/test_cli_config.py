@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +22,7 @@ def test_config_expands_env_and_resolves_spec_relative_to_file() -> None:
     spec, settings = load_server_config(
         ROOT / "servers" / "kinto.toml", env={"KINTO_URL": "http://127.0.0.1:1/v1", "KINTO_BASIC": "YWRtaW46eA=="}
     )
-    assert spec == str(ROOT / "specs" / "kinto-26.5.0-served-__api__.json")
+    assert spec == str((ROOT / "specs" / "kinto-26.5.0-served-__api__.json").resolve())
     assert settings.upstream.base_url == "http://127.0.0.1:1/v1"
     assert settings.upstream.headers == {"Authorization": "Basic YWRtaW46eA=="}
     assert settings.execute.deny == ("flush.*",)
@@ -132,8 +135,8 @@ def test_command_line_flags_apply_on_top_of_a_config(monkeypatch: pytest.MonkeyP
     assert ex.max_calls == 7 and ex.limits.timeout_seconds == 5
     assert settings.upstream.headers == {"Authorization": "Basic eA==", "X-Extra": "tok-123"}
     assert settings.name == "k" and settings.upstream.base_url == "http://127.0.0.1:1/v1"
-    with pytest.raises(Exception, match="max_calls"):
-        source_and_settings(build_parser().parse_args(["serve", "petstore3-openapi.yaml", "--max-calls", "-1"]))
+    with pytest.raises(SystemExit):  # refused by the parser: "--max-calls: -1 is out of range"
+        build_parser().parse_args(["serve", "petstore3-openapi.yaml", "--max-calls", "-1"])
 
 
 def test_global_flags_before_or_after_the_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -170,3 +173,67 @@ def test_commands_from_installed_plugins(monkeypatch: pytest.MonkeyPatch, capsys
     monkeypatch.setattr(cli, "entry_points", lambda group: [FakeEntryPoint(), Missing()])
     assert main(["hello", "you"]) == 0
     assert capsys.readouterr().out == "hi you\n"
+
+
+def _cli(*argv: str, cwd: Path | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", str(ROOT))}
+    return subprocess.run(
+        [sys.executable, "-m", "codemode", *argv], cwd=cwd or ROOT, capture_output=True, text=True, env=env,
+        input=stdin, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["serve", "--transport", "http", "--port", "99999"], "99999 is out of range (must be from 1 to 65535)"),
+        (["search", "petstore3-openapi.yaml", "pets", "--limit", "0"], "0 is out of range (must be from 1 to 50)"),
+        (["search", "petstore3-openapi.yaml", "pets", "--method", "FETCH"], "'FETCH' is not an HTTP method"),
+        (["run", "petstore3-openapi.yaml", "x.py", "--timeout", "nan"], "must be a positive number of seconds"),
+        (["run", "petstore3-openapi.yaml", "missing.py"], "error [usage.file_not_found]: code file missing.py"),
+    ],
+)
+def test_bad_arguments_are_refused_in_one_line(argv: list[str], needle: str) -> None:
+    proc = _cli(*argv)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_busy_port_fails_before_serving_is_announced() -> None:
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proc = _cli("serve", "--transport", "http", "--port", str(port))
+    assert proc.returncode == 2, proc.stderr
+    assert f"127.0.0.1:{port} is already in use" in proc.stderr and "serving" not in proc.stderr
+
+
+def test_run_prints_for_people_and_json_on_request(tmp_path: Path) -> None:
+    code = "print('hello')\nresult = {'pets': [1, 2]}\n"
+    human = _cli("run", "petstore3-openapi.yaml", "-", "--dry-run", cwd=tmp_path, stdin=code)
+    assert human.returncode == 0, human.stderr
+    assert human.stdout.startswith("hello\nresult = {\n  \"pets\": [\n") and "\\n" not in human.stdout
+    raw = _cli("run", "petstore3-openapi.yaml", "-", "--dry-run", "--json", cwd=tmp_path, stdin=code)
+    assert json.loads(raw.stdout)["result"] == {"pets": [1, 2]}
+
+
+def test_every_command_has_help_with_examples() -> None:
+    from codemode._cli import build_parser
+
+    parser = build_parser()
+    assert "examples:" in parser.format_help()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("serve", "search", "run", "inspect", "install"):
+        text = commands.choices[name].format_help()
+        assert "examples:" in text and f"codemode {name}" in text.split("examples:")[1], name
+        for action in commands.choices[name]._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+def test_bundled_specs_and_configs_work_by_name_from_any_folder(tmp_path: Path) -> None:
+    for target in ("petstore3-openapi.yaml", "servers/petstore.toml", "petstore"):
+        proc = _cli("search", target, "find pets by status", "--limit", "1", cwd=tmp_path)
+        assert proc.returncode == 0 and "api.pet.find_pets_by_status" in proc.stdout, (target, proc.stderr)

@@ -17,14 +17,23 @@ from importlib.metadata import entry_points
 
 from .. import __version__
 from .._errors import CodemodeError, UsageError
-from . import _eval_search, _inspect, _run, _search, _serve, _warmup
+from . import _eval_search, _inspect, _install, _run, _search, _serve, _warmup
 from ._common import global_options
 
 __all__ = ["COMMAND_ENTRY_POINTS", "build_parser", "entry", "main"]
 
 COMMAND_ENTRY_POINTS = "codemode.commands"
-_BUILTIN = (_serve, _search, _run, _inspect, _warmup, _eval_search)
+_BUILTIN = (_serve, _search, _run, _inspect, _warmup, _install, _eval_search)
 log = logging.getLogger("codemode.cli")
+EPILOG = """\
+examples:
+  codemode serve                                  # the bundled Petstore spec, over stdio
+  codemode serve https://example.com/openapi.json --read-only
+  codemode search github.json "create a pull request"
+  codemode run petstore3-openapi.yaml script.py --dry-run
+  codemode install claude-desktop github.json --env GITHUB_TOKEN
+  codemode COMMAND --help                         # each command's options and examples
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="codemode",
         description="Any OpenAPI spec as an MCP server with two tools: search and execute.",
         parents=[global_options(suppress=False)],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"codemode-mcp {__version__}")
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

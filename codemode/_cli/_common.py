@@ -21,20 +21,29 @@ from .._upstream import UpstreamSettings
 
 __all__ = [
     "BUNDLED",
+    "BUNDLED_SERVERS",
     "DEFAULT_SPEC",
+    "HTTP_METHODS",
+    "PORT",
     "Commands",
     "NoSandbox",
     "add_command",
     "apply_flags",
+    "bounded_int",
     "execute_options",
     "global_options",
+    "http_method",
     "load",
+    "positive_float",
     "source_and_settings",
     "spec_arg",
+    "spec_only",
     "startup_done",
 ]
 
-BUNDLED = Path(__file__).resolve().parent.parent.parent / "specs"
+BUNDLED_ROOT = Path(__file__).resolve().parent.parent / "_bundled"  # shipped in the wheel (package data)
+BUNDLED = BUNDLED_ROOT / "specs"
+BUNDLED_SERVERS = BUNDLED_ROOT / "servers"
 DEFAULT_SPEC = "petstore3-openapi.yaml"
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # what ``add_subparsers`` returns
 Handler = Callable[[argparse.Namespace], int]
@@ -53,33 +62,111 @@ def global_options(*, suppress: bool) -> argparse.ArgumentParser:
     return p
 
 
-def add_command(commands: Commands, name: str, handler: Handler, **kwargs: Any) -> argparse.ArgumentParser:
-    """A command's parser, with the global flags and its handler attached."""
+def add_command(
+    commands: Commands, name: str, handler: Handler, *, examples: str | None = None, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """A command's parser, with the global flags and its handler attached; ``examples`` end its ``--help``."""
+    if examples:
+        kwargs.setdefault("epilog", "examples:\n" + examples.rstrip())
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    if "help" in kwargs:
+        kwargs.setdefault("description", kwargs["help"][:1].upper() + kwargs["help"][1:] + ".")
     parser: argparse.ArgumentParser = commands.add_parser(name, parents=[global_options(suppress=True)], **kwargs)
     parser.set_defaults(handler=handler)
     return parser
 
 
-def spec_arg(value: str | None) -> str:
-    if value is None:
-        return str(BUNDLED / DEFAULT_SPEC)
-    if not Path(value).exists() and (BUNDLED / value).exists():
-        return str(BUNDLED / value)
+def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[low, high]``, with an error that says so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range (must be {span})")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number of seconds")
     return value
 
 
+PORT = bounded_int(1, 65535)
+HTTP_METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE", "QUERY")
+
+
+def http_method(text: str) -> str:
+    if text.upper() not in HTTP_METHODS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an HTTP method (one of {', '.join(HTTP_METHODS)})")
+    return text.upper()
+
+
+def spec_arg(value: str | None) -> str:
+    """A spec or config argument; names of the bundled ones work from any folder.
+
+    ``petstore3-openapi.yaml``, ``specs/…``, ``servers/kinto.toml`` and ``kinto`` (a bundled
+    server config) resolve to the files shipped with the package when no such local file exists.
+    """
+    if value is None:
+        return str(BUNDLED / DEFAULT_SPEC)
+    if value.startswith(("http://", "https://")) or Path(value).exists():
+        return value
+    candidates = (BUNDLED / value, BUNDLED_ROOT / value, BUNDLED_SERVERS / value, BUNDLED_SERVERS / f"{value}.toml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    return value
+
+
+def spec_only(value: str | None) -> str:
+    """The spec a spec-or-config argument names (a ``.toml`` config's ``[server] spec``; no settings)."""
+    source = spec_arg(value)
+    if not source.endswith(".toml"):
+        return source
+    import tomllib
+
+    path = Path(source)
+    try:
+        spec = tomllib.loads(path.read_text(encoding="utf-8")).get("server", {}).get("spec")
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read server config {source}: {exc}.", code="config.parse") from None
+    if not isinstance(spec, str):
+        raise UsageError(f'{source}: [server] needs spec = "path, folder or URL".', code="config.no_spec")
+    return spec if spec.startswith(("http://", "https://")) else str((path.parent / spec).resolve())
+
+
 def execute_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base-url", help="upstream base URL, overriding the spec's servers")
+    p.add_argument("--base-url", metavar="URL", help="upstream base URL, overriding the spec's servers")
     p.add_argument(
         "--header", action="append", default=[], metavar="'Name: value'",
-        help="static upstream header; ${VAR} in the value is read from the environment",
+        help="static upstream header (repeatable); ${VAR} in the value is read from the environment",
     )  # fmt: skip
     p.add_argument("--read-only", action="store_true", help="only GET/HEAD/OPTIONS operations are callable")
-    p.add_argument("--allow", action="append", default=[], help="only these operations (key, operationId, glob)")
-    p.add_argument("--deny", action="append", default=[], help="never these operations")
-    p.add_argument("--max-calls", type=int, help="API calls per execution (default 50)")
-    p.add_argument("--timeout", type=float, help="seconds per execution (default 30)")
-    p.add_argument("--name", help="server name shown to clients")
+    p.add_argument(
+        "--allow", action="append", default=[], metavar="PATTERN",
+        help="only these operations: group.name, operationId or 'METHOD /path', globs allowed (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--deny", action="append", default=[], metavar="PATTERN", help="never these operations (repeatable)")
+    p.add_argument("--max-calls", type=bounded_int(0), metavar="N", help="API calls per execution (default 50)")
+    p.add_argument("--timeout", type=positive_float, metavar="S", help="seconds per execution (default 30)")
+    p.add_argument("--name", help="server name shown to clients (default: from the spec's title)")
+    p.add_argument(
+        "--credential-param", action="append", default=[], metavar="NAME",
+        help="a parameter that carries a credential (e.g. Slack's token): hidden from the model, the "
+        "server's own credentials stand in (repeatable)",
+    )  # fmt: skip
 
 
 def _headers(args: argparse.Namespace) -> dict[str, str]:
@@ -112,7 +199,13 @@ def apply_flags(settings: ServerSettings, args: argparse.Namespace) -> ServerSet
     given = {name.lower() for name in flags}
     headers = {**{k: v for k, v in up.headers.items() if k.lower() not in given}, **flags}
     upstream = UpstreamSettings(**{**up.model_dump(), "base_url": args.base_url or up.base_url, "headers": headers})
-    merged = settings.model_copy(update={"execute": execute, "upstream": upstream, "name": args.name or settings.name})
+    credential_params = tuple(getattr(args, "credential_param", ()) or ())
+    params = settings.params.model_copy(
+        update={"credentials": tuple(dict.fromkeys((*settings.params.credentials, *credential_params)))}
+    )
+    merged = settings.model_copy(
+        update={"execute": execute, "upstream": upstream, "name": args.name or settings.name, "params": params}
+    )
     try:
         return ServerSettings.model_validate(merged.model_dump())  # validate the merged values again
     except ValidationError as exc:

@@ -3,30 +3,71 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 
-from ._common import DEFAULT_SPEC, Commands, add_command, execute_options, load, source_and_settings, startup_done
+from .._errors import ConfigError
+from ._common import (
+    DEFAULT_SPEC,
+    PORT,
+    Commands,
+    add_command,
+    execute_options,
+    load,
+    source_and_settings,
+    startup_done,
+)
 
-__all__ = ["register"]
+__all__ = ["check_port", "register"]
+
+EXAMPLES = """\
+  codemode serve                                   # the bundled Petstore spec over stdio
+  codemode serve https://example.com/openapi.json  # a spec by URL
+  codemode serve github.json --read-only --header 'Authorization: Bearer ${GITHUB_TOKEN}'
+  codemode serve kinto                             # a bundled server config (servers/kinto.toml)
+  codemode serve spec.yaml --transport http --port 8000   # streamable HTTP at http://127.0.0.1:8000/mcp
+"""
 
 
 def register(commands: Commands) -> None:
-    p = add_command(commands, "serve", run, help="serve a spec as an MCP server")
+    p = add_command(commands, "serve", run, help="serve a spec as an MCP server", examples=EXAMPLES)
     p.add_argument(
-        "spec", nargs="?", help=f"file, folder, URL or servers/*.toml config (default: bundled {DEFAULT_SPEC})"
-    )
-    p.add_argument("--transport", choices=["stdio", "sse", "http"], default="stdio")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+        "spec", nargs="?",
+        help=f"file, folder, URL, servers/*.toml config or a bundled name (default: bundled {DEFAULT_SPEC})",
+    )  # fmt: skip
+    p.add_argument("--transport", choices=["stdio", "sse", "http"], default="stdio", help="default: stdio")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on for sse/http (default 127.0.0.1)")
+    p.add_argument("--port", type=PORT, default=8000, help="port for sse/http (default 8000)")
     p.add_argument("--stateless", action="store_true", help="stateless streamable HTTP (for replicas)")
-    p.add_argument("--allowed-host", action="append", default=[], help="extra Host allowed (DNS rebinding)")
+    p.add_argument(
+        "--allowed-host", action="append", default=[], metavar="HOST",
+        help="extra Host header allowed (DNS-rebinding protection; repeatable)",
+    )  # fmt: skip
     execute_options(p)
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail before anything is printed when the address cannot be listened on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+            raise ConfigError(
+                f"{host}:{port} {why}; choose another with --port, or stop what listens there.",
+                code="config.port_unavailable",
+            ) from None
 
 
 def run(args: argparse.Namespace) -> int:
     from .._progress import TerminalReporter
     from .._server import CodemodeServer
 
+    if args.transport != "stdio":
+        check_port(args.host, args.port)
     source, settings = source_and_settings(args)
     spec = load(source, args)
     for w in spec.warnings[:5]:
@@ -38,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     server = CodemodeServer(spec, settings, progress=TerminalReporter())
     startup_done()
     if args.transport != "stdio":
+        check_port(args.host, args.port)  # again: loading a big spec takes a while
         path = "/sse" if args.transport == "sse" else "/mcp"
         print(f"serving {spec.title} on http://{args.host}:{args.port}{path}", file=sys.stderr)
     server.run(args.transport, host=args.host, port=args.port, stateless=args.stateless,
