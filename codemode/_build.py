@@ -62,6 +62,21 @@ def _url(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+_NONE = object()
+
+
+def _param_example(p: dict[str, Any]) -> Any:
+    """A parameter's ``example``, or the value of its first ``examples`` entry; ``_NONE`` if it has none."""
+    if "example" in p:
+        return p["example"]
+    examples = p.get("examples")
+    if isinstance(examples, dict):
+        for entry in examples.values():
+            if isinstance(entry, dict) and "value" in entry:
+                return entry["value"]
+    return _NONE
+
+
 @dataclass
 class _Draft:
     method: str
@@ -210,6 +225,14 @@ class _Builder:
 
     # -- parameters ----------------------------------------------------------------------
     def param_schema(self, p: dict[str, Any], uri: str, where: str) -> dict[str, Any]:
+        """The parameter's schema; the parameter's own ``example``/``examples`` become the schema's example."""
+        schema = self._param_schema(p, uri, where)
+        example = _param_example(p)
+        if example is not _NONE and schema and "$ref" not in schema and "example" not in schema:
+            schema = {**schema, "example": example}
+        return schema
+
+    def _param_schema(self, p: dict[str, Any], uri: str, where: str) -> dict[str, Any]:
         if self.swagger and "schema" not in p:
             raw = {k: p[k] for k in SWAGGER_SCHEMA_KEYS if k in p}
             return self.schemas.convert(raw, uri, where)
@@ -405,6 +428,9 @@ class _Builder:
                 continue
             required = True if loc == "path" else bool(p.get("required"))
             style, explode = p.get("style"), p.get("explode")
+            content = p.get("content") if "schema" not in p else None
+            if isinstance(content, dict) and content:
+                style = "content:" + str(next(iter(content)))  # serialised by media type, not by style
             if self.swagger and p.get("type") == "array":
                 style, explode = COLLECTION_FORMATS.get(str(p.get("collectionFormat", "csv")), ("form", False))
                 style = "simple" if loc in ("path", "header") and style == "form" else style
@@ -539,6 +565,11 @@ class _Builder:
         names = assign_names(NameRequest(d.method, d.path, d.operation_id, d.tags) for d in drafts)
         operations = tuple(self.finish(d, g, n) for d, (g, n) in zip(drafts, names, strict=True))
         self.schemas.drain()
+        for op in operations:  # inline schemas too (the named ones were done by drain)
+            for node in [*(p.schema for p in op.params), *(r.schema for r in op.responses)]:
+                self.schemas.complete_discriminators(node)
+            if op.body is not None:
+                self.schemas.complete_discriminators(op.body.schema)
         raw_info = self.root.get("info")
         info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
         servers = self.swagger_servers() if self.swagger else self.servers(self.root.get("servers"), "/servers")
@@ -578,7 +609,9 @@ class _Builder:
         params: list[Param] = []
         for (pname, loc, req, schema, desc, style, explode), pyn in zip(d.params, py, strict=False):
             fill = spec_fill(pname, loc, req, schema, self.schemes, **medias)
-            params.append(Param(pname, pyn, loc, req, schema, desc, style, explode, fill))  # type: ignore[arg-type]
+            media = style[len("content:") :] if isinstance(style, str) and style.startswith("content:") else None
+            style = None if media is not None else style
+            params.append(Param(pname, pyn, loc, req, schema, desc, style, explode, fill, media))  # type: ignore[arg-type]
         rest = py[len(d.params) :]
         for (fname, req, schema, desc), pyn in zip(d.body_fields, rest, strict=False):
             fill = spec_fill(fname, d.body_location, req, schema, self.schemes, **medias)

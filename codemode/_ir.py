@@ -76,6 +76,7 @@ class Param:
     style: str | None = None
     explode: bool | None = None
     fill: Fill | None = None  # set: filled in host-side, hidden from the guest
+    media_type: str | None = None  # a parameter given by ``content``: its value is sent in this media type
 
     @property
     def hidden(self) -> bool:

@@ -24,7 +24,7 @@ from ._errors import CallError
 from ._ir import ApiSpec, Body, Encoding, Operation, Param
 from ._upstream import NO_BODY, UpstreamRequest
 
-__all__ = ["build_request", "style_pairs"]
+__all__ = ["SLASH_PARAMS", "build_request", "style_pairs"]
 
 FORM_URLENCODED = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
@@ -170,6 +170,8 @@ def build_request(
     filled = [(p, p.fill.value) for p in op.params if p.fill is not None and p.fill.value is not None]
     for param, value in [*filled, *bound.values()]:
         loc = param.location
+        if param.media_type is not None and loc in ("path", "query", "header", "cookie"):
+            value = _encoded(value, param.media_type)  # a `content` parameter: one value in its media type
         if loc == "path":
             path = path.replace("{" + param.name + "}", _path_value(op, param, value))
         elif loc == "query":
@@ -196,8 +198,11 @@ def build_request(
         if media == MULTIPART:
             return _multipart(request, op, fields)
         body = {k: v for k, (_, v) in fields.items()}
-    elif media == FORM_URLENCODED and isinstance(body, dict):
-        return _with_content(request, urlencode([(str(k), _scalar(v)) for k, v in body.items()]).encode(), media)
+    elif media in (FORM_URLENCODED, MULTIPART) and isinstance(body, dict):  # a form body given whole
+        loose = {str(k): (Param(str(k), str(k), "form", False, {}), v) for k, v in body.items()}
+        if media == MULTIPART:
+            return _multipart(request, op, loose)
+        return _with_content(request, urlencode(_form_pairs(op.body, loose)).encode(), media)
     if "json" in media or not media:
         return replace(request, json=body, headers={**headers, "Content-Type": media or "application/json"})
     if is_file_value(body):

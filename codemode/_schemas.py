@@ -68,6 +68,7 @@ class SchemaCollector:
         self._names: dict[tuple[str, str], str] = {}
         self._queue: deque[tuple[str, str, str]] = deque()  # (name, uri, pointer)
         self._dangling: set[str] = set()
+        self._original: dict[str, str] = {}  # IR name -> the name in the spec
 
     def _where(self, uri: str, pointer: str) -> str:
         short = self.store.short(uri)
@@ -84,12 +85,14 @@ class SchemaCollector:
                 base = "_".join(parts[-3:])
         else:
             base = uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        original = base
         base = _python_name(base)
         name, n = base, 1
         while name in self.schemas or name in self._names.values():
             n += 1
             name = f"{base}_{n}"
         self._names[key] = name
+        self._original[name] = original
         self.schemas[name] = {}  # placeholder until the queue fills it
         self._queue.append((name, uri, pointer))
         return name
@@ -155,6 +158,8 @@ class SchemaCollector:
                 out[key] = self.convert(value, base_uri, f"{where}/{key}") if isinstance(value, dict) else value
             elif key in ("description", "title") and isinstance(value, str):
                 out[key] = plain_text(value, _MAX_DESCRIPTION)
+            elif key == "discriminator" and isinstance(value, dict):
+                out[key] = self._discriminator(value, base_uri, f"{where}/discriminator")
             elif key == "type" and value == "file":  # Swagger 2.0
                 out["type"], out["format"] = "string", "binary"
             elif key == "type":
@@ -166,6 +171,21 @@ class SchemaCollector:
             else:
                 out[key] = value
         return out
+
+    def _discriminator(self, node: dict[str, Any], base_uri: str, where: str) -> dict[str, Any]:
+        """Mapping targets (refs or bare schema names) become IR refs."""
+        mapping = node.get("mapping")
+        if not isinstance(mapping, dict):
+            return dict(node)
+        out: dict[str, str] = {}
+        for key, target in mapping.items():
+            if not isinstance(target, str):
+                continue
+            is_ref = "#" in target or "/" in target or target.endswith((".json", ".yaml", ".yml"))
+            ref = target if is_ref else f"#/components/schemas/{target}"
+            converted = self.ref(ref, base_uri, f"{where}/mapping/{key}")
+            out[str(key)] = converted.get("$ref", target) if converted else target
+        return {**node, "mapping": out}
 
     def _type(self, value: Any, where: str) -> str | list[str] | None:
         """A valid JSON Schema ``type``; an unknown one is read as its obvious meaning or dropped, with a warning."""
@@ -208,6 +228,55 @@ class SchemaCollector:
         """Copy every named schema that was referenced (each once)."""
         self._drain_queue()
         self._break_bare_cycles()
+        for schema in self.schemas.values():
+            self.complete_discriminators(schema)
+
+    def complete_discriminators(self, node: Any, depth: int = 0) -> None:
+        """Give every discriminator a mapping onto IR names: explicit entries, the branches' own names,
+        and the values each branch allows for the property (``type: {enum: [function]}``)."""
+        if depth > 64:
+            return
+        if isinstance(node, list):
+            for item in node:
+                self.complete_discriminators(item, depth + 1)
+            return
+        if not isinstance(node, dict):
+            return
+        disc = node.get("discriminator")
+        branches = [b for b in (node.get("oneOf") or node.get("anyOf") or []) if isinstance(b, dict) and "$ref" in b]
+        if isinstance(disc, dict) and isinstance(disc.get("propertyName"), str) and branches:
+            mapping = dict(disc.get("mapping") or {})
+            prop = disc["propertyName"]
+            for branch in branches:
+                ref = branch["$ref"]
+                name = ref[len(SCHEMA_REF_PREFIX) :]
+                original = self._original.get(name, name)
+                mapping.setdefault(original, ref)
+                for value in self._allowed_values(name, prop):
+                    mapping.setdefault(str(value), ref)
+            node["discriminator"] = {**disc, "mapping": mapping}
+        for key, value in node.items():
+            if key != "discriminator" and isinstance(value, (dict, list)):
+                self.complete_discriminators(value, depth + 1)
+
+    def _allowed_values(self, name: str, prop: str) -> list[Any]:
+        """``enum``/``const`` values the named schema allows for ``prop`` (through refs and allOf)."""
+        stack, seen, out = [self.schemas.get(name) or {}], 0, []
+        while stack and seen < 32:
+            node = stack.pop()
+            seen += 1
+            if isinstance(node.get("$ref"), str):
+                stack.append(self.schemas.get(node["$ref"][len(SCHEMA_REF_PREFIX) :]) or {})
+                continue
+            sub = (node.get("properties") or {}).get(prop)
+            if isinstance(sub, dict):
+                if isinstance(sub.get("$ref"), str):
+                    sub = self.schemas.get(sub["$ref"][len(SCHEMA_REF_PREFIX) :]) or {}
+                if "const" in sub:
+                    out.append(sub["const"])
+                out += [v for v in sub.get("enum") or [] if isinstance(v, (str, int))]
+            stack += [s for s in node.get("allOf") or [] if isinstance(s, dict)]
+        return out
 
     def _drain_queue(self) -> None:
         while self._queue:

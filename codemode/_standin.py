@@ -34,17 +34,110 @@ FORMAT_SAMPLES: dict[str, str] = {
 PATTERN_CANDIDATES = ("string", "a", "A", "0", "1", "abc", "ABC", "a1", "A1", "abc123", "ab-12", "x_y", "a.b", "2026")
 
 
+_CATEGORY_SAMPLES = {"CATEGORY_DIGIT": "0", "CATEGORY_NOT_DIGIT": "a", "CATEGORY_WORD": "a",
+                     "CATEGORY_NOT_WORD": "-", "CATEGORY_SPACE": " ", "CATEGORY_NOT_SPACE": "a"}  # fmt: skip
+_CATEGORY_CLASSES = {"CATEGORY_DIGIT": r"\d", "CATEGORY_WORD": r"\w", "CATEGORY_SPACE": r"\s",
+                     "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_NOT_WORD": r"\W", "CATEGORY_NOT_SPACE": r"\S"}  # fmt: skip
+_CANDIDATE_CHARS = "a0A-_. b1Z9xz:/"
+MAX_PATTERN_REPEAT = 40
+
+
+def pattern_sample(pattern: str) -> str | None:
+    """A short string that ``pattern`` matches (``re.search``), or ``None`` when it cannot tell."""
+    try:
+        from re import _parser  # type: ignore[attr-defined]
+
+        parsed = _parser.parse(pattern)
+        groups: dict[int, str] = {}
+        text = _emit(list(parsed), groups)
+        return text if re.search(pattern, text) else None
+    except (re.error, ValueError, TypeError, IndexError, KeyError, AttributeError, RecursionError):
+        return None
+
+
+def _emit(items: list[Any], groups: dict[int, str]) -> str:
+    out: list[str] = []
+    for op, arg in items:
+        name = str(op)
+        if name == "LITERAL":
+            out.append(chr(arg))
+        elif name == "NOT_LITERAL":
+            out.append(next(c for c in _CANDIDATE_CHARS if ord(c) != arg))
+        elif name == "ANY":
+            out.append("a")
+        elif name == "IN":
+            out.append(_one_of(arg))
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, high, sub = arg
+            count = min(max(low, 1 if high != 0 else 0), MAX_PATTERN_REPEAT) if low == 0 else min(low, 1000)
+            out.append("".join(_emit(list(sub), groups) for _ in range(count)))
+        elif name == "SUBPATTERN":
+            group, _add, _del, sub = arg
+            text = _emit(list(sub), groups)
+            if group is not None:
+                groups[group] = text
+            out.append(text)
+        elif name == "ATOMIC_GROUP":
+            out.append(_emit(list(arg), groups))
+        elif name == "BRANCH":
+            out.append(_emit(list(arg[1][0]), groups))
+        elif name == "GROUPREF":
+            out.append(groups.get(arg, ""))
+        elif name in ("AT", "ASSERT", "ASSERT_NOT"):
+            continue
+        elif name == "CATEGORY":
+            out.append(_CATEGORY_SAMPLES.get(str(arg), "a"))
+        else:
+            raise ValueError(name)
+    return "".join(out)
+
+
+def _one_of(items: list[Any]) -> str:
+    negate = bool(items) and str(items[0][0]) == "NEGATE"
+    if not negate:
+        op, arg = items[0]
+        name = str(op)
+        if name == "LITERAL":
+            return chr(arg)
+        if name == "RANGE":
+            return chr(arg[0])
+        if name == "CATEGORY":
+            return _CATEGORY_SAMPLES.get(str(arg), "a")
+        raise ValueError(name)
+    cls = "[" + "".join(_class_text(op, arg) for op, arg in items[1:]) + "]"
+    return next(c for c in _CANDIDATE_CHARS if not re.fullmatch(cls, c))
+
+
+def _class_text(op: Any, arg: Any) -> str:
+    name = str(op)
+    if name == "LITERAL":
+        return re.escape(chr(arg))
+    if name == "RANGE":
+        return f"{re.escape(chr(arg[0]))}-{re.escape(chr(arg[1]))}"
+    if name == "CATEGORY":
+        return _CATEGORY_CLASSES[str(arg)]
+    raise ValueError(name)
+
+
+def _holds_object(value: Any) -> bool:
+    return isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, dict) for v in value))
+
+
 class _Maker:
-    def __init__(self, spec: ApiSpec) -> None:
+    def __init__(self, spec: ApiSpec, *, request: bool = False) -> None:
         self.spec = spec
+        self.hidden = "readOnly" if request else "writeOnly"  # properties one direction never carries
         self.budget = MAX_VALUES
         cls = OAS31Validator if spec.dialect == "oas31" else OAS30Validator
         self._cls = cls
+        self._formats = cls.FORMAT_CHECKER  # examples must also have the format they claim (dates, emails…)
+        self.minimal = False  # fill only required properties (set while trying oneOf branches)
         self._components = {"schemas": spec.schemas}
 
     def accepts(self, schema: dict[str, Any], value: Any) -> bool:
         try:
-            return not any(True for _ in self._cls({**schema, "components": self._components}).iter_errors(value))
+            validator = self._cls({**schema, "components": self._components}, format_checker=self._formats)
+            return not any(True for _ in validator.iter_errors(value))
         except (ValidationError, RecursionError, TypeError, ValueError):  # an odd schema: do not judge
             return True
 
@@ -65,7 +158,7 @@ class _Maker:
         if "const" in schema:
             return schema["const"]
         for key in ("example", "default"):
-            if key in schema and schema[key] is not None and self._fits(schema, schema[key]):
+            if key in schema and schema[key] is not None and self._usable(schema, schema[key]):
                 return schema[key]
         enum = schema.get("enum")
         if isinstance(enum, list) and enum:
@@ -103,55 +196,107 @@ class _Maker:
                 return "array"
         return kind if isinstance(kind, str) else None
 
-    def _fits(self, schema: dict[str, Any], value: Any) -> bool:
-        """An example is used only if its schema accepts it (specs carry stale examples)."""
+    def _usable(self, schema: dict[str, Any], value: Any) -> bool:
+        """An example is used only if its schema accepts it (specs carry stale examples). For a request,
+        whole-object examples are not used: they often show the ``readOnly`` fields of a response."""
+        if self.hidden == "readOnly" and _holds_object(value):
+            return False
         return self.accepts(schema, value)
 
     def choose(self, schema: dict[str, Any], options: list[Any], depth: int, seen: tuple[str, ...]) -> Any:
-        rest = {k: v for k, v in schema.items() if k not in ("oneOf", "anyOf")}
+        rest = {k: v for k, v in schema.items() if k not in ("oneOf", "anyOf", "discriminator", "example", "default")}
         first: Any = None
-        for i, option in enumerate(options):
-            if not isinstance(option, dict):
-                continue
-            merged = {**rest, **option} if rest and "$ref" not in option else option
-            if rest and "$ref" in option:
-                merged = {**rest, "allOf": [option]}
-            value = self.make(merged, depth + 1, seen)
-            if i == 0:
-                first = value
-            if value is not None and self.accepts(schema, value):
-                return value
+        for minimal in (False, True):  # every property first; then only required ones (oneOf of `required` lists)
+            self.minimal = minimal
+            try:
+                for i, option in enumerate(options):
+                    if not isinstance(option, dict):
+                        continue
+                    merged = {"allOf": [rest, option]} if rest else option
+                    value = self._discriminated(schema, option, self.make(merged, depth + 1, seen))
+                    if i == 0 and not minimal:
+                        first = value
+                    if value is not None and self.accepts(schema, value):
+                        return value
+            finally:
+                self.minimal = False
         return first
 
+    @staticmethod
+    def _discriminated(schema: dict[str, Any], option: dict[str, Any], value: Any) -> Any:
+        """Set the discriminator property to a value that names the chosen branch."""
+        disc = schema.get("discriminator")
+        ref = option.get("$ref")
+        if not (isinstance(disc, dict) and isinstance(value, dict) and isinstance(ref, str)):
+            return value
+        keys = [k for k, target in (disc.get("mapping") or {}).items() if target == ref]
+        prop = disc.get("propertyName")
+        if keys and isinstance(prop, str) and value.get(prop) not in keys:
+            value = {**value, prop: keys[0]}
+        return value
+
     def all_of(self, schema: dict[str, Any], depth: int, seen: tuple[str, ...]) -> Any:
-        subs = [s for s in schema["allOf"] if isinstance(s, dict)]
-        own = {k: v for k, v in schema.items() if k != "allOf"}
+        """Objects: one merged schema, filled in one go. Other values: the first part's value every part accepts."""
+        flat, flat_seen = self.flatten(schema, seen, 0)
+        if "properties" in flat:
+            return self.make(flat, depth + 1, flat_seen)
+        parts = [s for s in schema["allOf"] if isinstance(s, dict)]
+        # later parts refine earlier ones (a common envelope, then the operation's own `result`)
+        ordered = sorted(reversed(parts), key=lambda p: "anyOf" in p or "oneOf" in p)
+        for part in ordered:
+            value = self.make(part, depth + 1, seen)
+            if self.accepts(schema, value):
+                return value
+        return self.make(ordered[0], depth + 1, seen) if ordered else self.make(flat, depth + 1, flat_seen)
+
+    def flatten(
+        self, schema: dict[str, Any], seen: tuple[str, ...], level: int
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """One schema equivalent to an ``allOf`` (properties merged, ``required`` joined), to fill in one go."""
         merged: dict[str, Any] = {}
-        scalar: Any = None
-        for sub in [*subs, *([own] if own.get("properties") or own.get("type") else [])]:
-            value = self.make(sub, depth + 1, seen)
-            if isinstance(value, dict):
-                merged.update(value)
-            elif scalar is None:
-                scalar = value
-        if merged or scalar is None:
-            return merged
-        return scalar
+        props: dict[str, Any] = {}
+        required: list[str] = []
+        parts = [
+            {k: v for k, v in schema.items() if k != "allOf"},
+            *(s for s in schema["allOf"] if isinstance(s, dict)),
+        ]
+        for part in parts:
+            part, seen = self.resolve(part, seen)
+            if isinstance(part.get("allOf"), list) and level < 16:
+                part, seen = self.flatten(part, seen, level + 1)
+            for name, sub in (part.get("properties") or {}).items():
+                if name in props and props[name] != sub and isinstance(sub, dict):
+                    props[name] = {"allOf": [props[name], sub]}
+                else:
+                    props.setdefault(name, sub)
+            required += [r for r in part.get("required") or [] if isinstance(r, str) and r not in required]
+            for key, value in part.items():
+                if key not in ("properties", "required", "description", "title"):
+                    merged.setdefault(key, value)
+        if props:
+            merged["properties"] = props
+            merged.setdefault("type", "object")
+        if required:
+            merged["required"] = required
+        return merged, seen
 
     def object(self, schema: dict[str, Any], depth: int, seen: tuple[str, ...]) -> dict[str, Any]:
         props = schema.get("properties") or {}
-        required = set(schema.get("required") or [])
+        required = {r for r in schema.get("required") or [] if isinstance(r, str)}
         out: dict[str, Any] = {}
-        full = depth < MAX_DEPTH and self.budget > 0
-        for name, sub in list(props.items())[:MAX_PROPERTIES]:
-            if not (full or name in required):
-                continue
-            if isinstance(sub, dict) and sub.get("writeOnly"):
-                continue
+        full = depth < MAX_DEPTH and self.budget > 0 and not self.minimal
+        optional = 0
+        for name, sub in props.items():
+            if name not in required:
+                optional += 1
+                if not full or optional > MAX_PROPERTIES:
+                    continue
+            if self._hidden(sub, seen) and (name not in required or self.spec.dialect == "oas30"):
+                continue  # OpenAPI 3.0: required applies to one direction only; 3.1: required is required
             if name not in required and self._loops(sub, seen) and not self._is_array(sub):
                 continue  # an optional property that leads back to an enclosing schema: stop here
             out[name] = self.make(sub, depth + 1, seen)
-        for name in required - set(out):
+        for name in [r for r in schema.get("required") or [] if isinstance(r, str) and r not in out]:
             if name not in props:
                 addl = schema.get("additionalProperties")
                 out[name] = self.make(addl, depth + 1, seen) if isinstance(addl, dict) else "string"
@@ -161,6 +306,14 @@ class _Maker:
             for i in range(min_props - len(out)):
                 out[f"key{i}"] = self.make(addl, depth + 1, seen) if isinstance(addl, dict) else "string"
         return out
+
+    def _hidden(self, schema: Any, seen: tuple[str, ...]) -> bool:
+        """``readOnly`` (in a request) or ``writeOnly`` (in a response), on the property or what it refers to."""
+        if not isinstance(schema, dict):
+            return False
+        resolved, _ = self.resolve(schema, seen)
+        parts = [schema, resolved, *(p for p in resolved.get("allOf") or [] if isinstance(p, dict))]
+        return any(part.get(self.hidden) is True for part in parts)
 
     @staticmethod
     def _is_array(schema: Any) -> bool:
@@ -187,7 +340,8 @@ class _Maker:
             return ["string"] * count
         values = [self.make(items, depth + 1, seen) for _ in range(min(count, 1))]
         if count > 1:
-            values += [self._variant(values[0], i) for i in range(1, count)]
+            unique = schema.get("uniqueItems") is True
+            values += [self._variant(values[0], i) if unique else values[0] for i in range(1, count)]
         return values
 
     @staticmethod
@@ -230,7 +384,7 @@ class _Maker:
             except re.error:
                 rx = None
             if rx is not None and not rx.search(value):
-                value = next((c for c in PATTERN_CANDIDATES if rx.search(c)), value)
+                value = next((c for c in PATTERN_CANDIDATES if rx.search(c)), None) or pattern_sample(pattern) or value
         low, high = schema.get("minLength"), schema.get("maxLength")
         if isinstance(low, int) and len(value) < low:
             value = (value * (low // max(1, len(value)) + 1))[:low]
@@ -239,8 +393,11 @@ class _Maker:
         return value
 
 
-def stand_in(spec: ApiSpec, schema: dict[str, Any] | None) -> Any:
-    """A value ``schema`` accepts, with every property filled (see the module docstring)."""
+def stand_in(spec: ApiSpec, schema: dict[str, Any] | None, *, request: bool = False) -> Any:
+    """A value ``schema`` accepts, with every property filled (see the module docstring).
+
+    ``request``: a value to send (``readOnly`` properties left out), else one received (``writeOnly`` left out).
+    """
     if not schema:
         return None
-    return _Maker(spec).make(schema)
+    return _Maker(spec, request=request).make(schema)

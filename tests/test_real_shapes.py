@@ -245,3 +245,92 @@ def test_every_signature_of_the_shape_specs_is_python(name: str) -> None:
         text = signature(op, max_optional=None)
         inner = re.sub(r"\{[^{}]*\}", "dict", text[text.index("(") + 1 : text.rindex(") ->")])
         ast.parse(f"def f({inner}): pass")
+
+
+EDGE_SPEC = """
+openapi: 3.0.3
+info: {title: Edge, version: "1"}
+servers: [{url: "https://edge.example.com"}]
+components:
+  schemas:
+    FunctionCall:
+      type: object
+      required: [type, function]
+      properties:
+        type: {type: string, enum: [function]}
+        function: {type: object, properties: {name: {type: string}}}
+    CustomCall:
+      type: object
+      required: [type, custom]
+      properties:
+        type: {type: string, enum: [custom]}
+        custom: {type: string}
+    Event:
+      type: object
+      properties:
+        at: {type: string, format: date-time, example: "2026-01-01"}
+paths:
+  /calls:
+    post:
+      operationId: makeCall
+      requestBody:
+        content:
+          application/json:
+            schema:
+              type: object
+              properties:
+                call:
+                  oneOf: [{$ref: "#/components/schemas/FunctionCall"}, {$ref: "#/components/schemas/CustomCall"}]
+                  discriminator: {propertyName: type}
+      responses:
+        "200": {description: ok, content: {application/json: {schema: {$ref: "#/components/schemas/Event"}}}}
+  /search:
+    get:
+      operationId: search
+      parameters:
+        - name: filter
+          in: query
+          content: {application/json: {schema: {type: object, properties: {tag: {type: string}}}}}
+      responses: {"204": {description: ok}}
+  /menu:
+    post:
+      operationId: addItem
+      requestBody:
+        content:
+          multipart/form-data:
+            schema:
+              oneOf:
+                - {type: object, properties: {name: {type: string}, photo: {type: string, format: binary}}}
+                - {type: object, properties: {title: {type: string}}}
+      responses: {"204": {description: ok}}
+"""
+
+
+async def test_discriminators_without_mapping_content_params_and_whole_form_bodies(tmp_path: Path) -> None:
+    """Found by the fidelity suite: OpenAI-style discriminators (values that are not schema names) made valid
+    calls fail our own validation; `content` parameters were not JSON; a multipart body given whole went out
+    as JSON; a date example that is not a date-time was used as the stand-in."""
+    src = tmp_path / "edge.yaml"
+    src.write_text(EDGE_SPEC)
+    wire = Wire()
+    spec = load_spec(str(src), use_cache=False)
+    server = CodemodeServer(spec, ServerSettings(), sandbox=LocalSandbox(), env={})
+    server._upstream = HttpxUpstream(UpstreamSettings(), transport=httpx.MockTransport(wire))
+    out = await run(
+        server,
+        "api.calls.make_call(call={'type': 'function', 'function': {'name': 'f'}})\n"
+        "api.search.search(filter={'tag': 'x'})\n"
+        "api.menu.add_item(body={'name': 'tea', 'photo': {'filename': 'p.png', 'content_base64': 'aGk='}})",
+    )
+    assert not out["is_error"], out
+    call, search, _ = wire.requests
+    assert json.loads(call.content) == {"call": {"type": "function", "function": {"name": "f"}}}
+    assert search.url.params["filter"] == '{"tag":"x"}'
+    assert wire.parts(2) == [
+        ("name", None, "text/plain", b"tea"),
+        ("photo", "p.png", "application/octet-stream", b"hi"),
+    ]
+    refused = await run(server, "api.calls.make_call(call={'type': 'custom', 'function': {}})")
+    assert refused["is_error"] and "TypeError" in refused["error"]
+    dry = await run(server, "result = api.calls.make_call(call={'type': 'custom', 'custom': 'c'})", dry_run=True)
+    assert dry["result"]["at"] == "2026-01-01T00:00:00Z"  # the example is a date, not a date-time
