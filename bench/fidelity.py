@@ -128,12 +128,29 @@ def _is_file(param: Param) -> bool:
     return schema.get("format") == "binary" or bool(items and items.get("format") == "binary")
 
 
+def _read_only(spec: ApiSpec, schema: Any) -> bool:
+    for _ in range(16):
+        if not isinstance(schema, dict):
+            return False
+        parts = [schema, *(p for p in schema.get("allOf") or [] if isinstance(p, dict))]
+        if any(p.get("readOnly") is True for p in parts):
+            return True
+        ref = next((p["$ref"] for p in parts if isinstance(p.get("$ref"), str)), None)
+        if ref is None:
+            return False
+        schema = spec.schemas.get(ref.rsplit("/", 1)[-1])
+    return False
+
+
 def arguments(spec: ApiSpec, op: Operation) -> dict[str, Any]:
     """A value for every parameter the model passes, optional ones included."""
     args: dict[str, Any] = {}
     file_value = {"filename": "f.bin", "content_base64": "aGk=", "content_type": "application/octet-stream"}
+    json_body = op.body is not None and bool(JSONISH.match(op.body.media_type))
     for param in op.visible_params:
-        if _is_file(param):
+        if param.location in ("body", "form") and not param.required and _read_only(spec, param.schema):
+            continue  # a readOnly field the model may pass (some APIs need it); a spec-true request leaves it out
+        if _is_file(param) and not (json_body and param.location == "body"):
             args[param.py_name] = [file_value] if param.schema.get("type") == "array" else file_value
             continue
         if param.location == "body" and not param.schema and op.body is not None and not op.body.flattened:
@@ -161,6 +178,12 @@ class Outcome:
     stand_in_limit: str | None = None
 
 
+REGISTRY_BROKEN = (
+    "a $ref to a document that is not a schema object (DigitalOcean refers to text and example files): "
+    "openapi-core's reference registry raises AttributeError, and stays broken until rebuilt"
+)
+
+
 # Constructs openapi-core cannot check, recognised from the operation *and* the failure (both must hold).
 def openapi_core_limit(spec: ApiSpec, op: Operation, cause: str) -> str | None:
     media = op.body.media_type if op.body is not None else ""
@@ -170,16 +193,24 @@ def openapi_core_limit(spec: ApiSpec, op: Operation, cause: str) -> str | None:
     if spec.dialect == "oas31" and media == "multipart/form-data" and "b'" in cause and "of type 'string'" in cause:
         return "binary parts of OpenAPI 3.1 multipart bodies: openapi-core reads bytes, its 3.1 schema wants str"
     if "cast value to object type" in cause and any(
-        p.location == "query" and isinstance(p.schema.get("items"), dict) and p.schema["items"].get("type") == "object"
+        p.location == "query"
+        and isinstance(p.schema.get("items"), dict)
+        and (p.schema["items"].get("type") == "object" or "$ref" in p.schema["items"])
         for p in params
     ):
         return "arrays of objects in a query parameter (OpenAPI defines no serialisation for them)"
+    if media == "multipart/form-data" and re.search(r"'[^']*' is not of type '(boolean|integer|number)'", cause):
+        return "typed fields of multipart bodies: openapi-core validates the text of each part without casting it"
     if media == "multipart/form-data" and op.body is not None and not op.body.flattened and "of type any" in cause:
         return "multipart bodies whose schema is a oneOf/anyOf: openapi-core decodes no property"
     if spec.dialect == "oas30" and "is a required property" in cause and _required_read_only(spec, op, cause):
         return (
             "required readOnly body properties (OpenAPI 3.0 exempts requests; openapi-core requires and refuses them)"
         )
+    if "Tried to write read-only property" in cause and op.body is not None:
+        return "values a request needs under readOnly schemas (Cloudflare's identifiers): the spec contradicts itself"
+    if "InvalidData" in cause and _contradictory(spec, op):
+        return "response schemas whose allOf members give one property different types: no value can match"
     if "Path not found" in cause and any(p.location == "path" and p.name.lower() in SLASH_PARAMS for p in params):
         return "path parameters that carry '/' (git refs, file paths), sent unescaped on purpose, as these APIs expect"
     if op.servers and "is a required property" in cause:
@@ -187,28 +218,48 @@ def openapi_core_limit(spec: ApiSpec, op: Operation, cause: str) -> str | None:
     return None
 
 
+_READ_ONLY_NAMES: dict[str, set[str]] = {}
+
+
 def _required_read_only(spec: ApiSpec, op: Operation, cause: str) -> bool:
+    """The missing required property is one the spec marks readOnly (by name, anywhere in its schemas)."""
     match = re.search(r"'([^']+)' is a required property", cause)
-    if match is None or op.body is None or op.body.schema is None:
+    if match is None or op.body is None:
         return False
-    name = match.group(1)
-    schema = op.body.schema
-    for _ in range(8):
-        ref = schema.get("$ref") if isinstance(schema, dict) else None
-        if not isinstance(ref, str):
+    names = _READ_ONLY_NAMES.get(spec.source)
+    if names is None:
+        names = set()
+        for schema in spec.schemas.values():
+            for name, prop in (schema.get("properties") or {}).items():
+                if _read_only(spec, prop):
+                    names.add(name)
+        _READ_ONLY_NAMES[spec.source] = names
+    return match.group(1) in names
+
+
+def _contradictory(spec: ApiSpec, op: Operation) -> bool:
+    """The success response's allOf gives a top-level property two different types (Cloudflare's `result`)."""
+    resp = op.success_response()
+    if resp is None or resp.schema is None:
+        return False
+    types: dict[str, set[str]] = {}
+    stack: list[Any] = [resp.schema]
+    for _ in range(64):
+        if not stack:
             break
-        schema = spec.schemas.get(ref.rsplit("/", 1)[-1], {})
-    prop = (schema.get("properties") or {}).get(name) if isinstance(schema, dict) else None
-    for _ in range(8):
-        if not isinstance(prop, dict):
-            return False
-        if prop.get("readOnly") or any(isinstance(p, dict) and p.get("readOnly") for p in prop.get("allOf") or []):
-            return True
-        ref = prop.get("$ref") or next((p.get("$ref") for p in prop.get("allOf") or [] if isinstance(p, dict)), None)
-        if not isinstance(ref, str):
-            return False
-        prop = spec.schemas.get(ref.rsplit("/", 1)[-1], {})
-    return False
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        if isinstance(node.get("$ref"), str):
+            stack.append(spec.schemas.get(node["$ref"].rsplit("/", 1)[-1]))
+            continue
+        stack += node.get("allOf") or []
+        for name, prop in (node.get("properties") or {}).items():
+            if isinstance(prop, dict) and isinstance(prop.get("$ref"), str):
+                prop = spec.schemas.get(prop["$ref"].rsplit("/", 1)[-1]) or {}
+            if isinstance(prop, dict) and isinstance(prop.get("type"), str):
+                types.setdefault(name, set()).add(prop["type"])
+    return any(len(kinds) > 1 for kinds in types.values())
 
 
 @dataclass
@@ -618,6 +669,9 @@ async def check_spec(
                 except Exception as exc:  # noqa: BLE001 - every openapi-core failure is a finding to report
                     outcome.request = _cause(exc)
                     outcome.limit = openapi_core_limit(spec, op, outcome.request)
+                    if isinstance(exc, AttributeError):  # its reference registry is broken from now on: start afresh
+                        outcome.limit = REGISTRY_BROKEN
+                        app = _openapi_core(path)
             elif raw is not None:
                 outcome.request = check_swagger(raw, op, rec, server_path)
             else:
@@ -635,6 +689,9 @@ async def check_spec(
                 except Exception as exc:  # noqa: BLE001
                     outcome.stand_in = _cause(exc)
                     outcome.stand_in_limit = openapi_core_limit(spec, op, outcome.stand_in)
+                    if isinstance(exc, AttributeError):
+                        outcome.stand_in_limit = REGISTRY_BROKEN
+                        app = _openapi_core(path)
     finally:
         await upstream.aclose()
     report.seconds = time.perf_counter() - started

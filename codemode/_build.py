@@ -298,12 +298,37 @@ class _Builder:
             for sub in reversed(s.get("allOf") or []):
                 stack.append(sub)
             for k, v in (s.get("properties") or {}).items():
-                if not (isinstance(v, dict) and v.get("readOnly")):
-                    props[k] = v
+                props[k] = v
             required.update(r for r in s.get("required") or [] if isinstance(r, str))
+        # readOnly fields are the server's: left out, except a required one (Cloudflare marks the ids that
+        # some bodies need readOnly), which stays as an optional field (OpenAPI: required for responses only)
+        read_only = {k for k, v in props.items() if self._read_only(v)}
+        props = {k: v for k, v in props.items() if k not in read_only or k in required}
         if not props:
             return None
-        return [(k, k in required, v, _text(v.get("description"), 200)) for k, v in props.items()]
+        return [
+            (k, k in required and k not in read_only, v, _text(v.get("description"), 200)) for k, v in props.items()
+        ]
+
+    def _read_only(self, schema: Any) -> bool:
+        """``readOnly`` on the schema, on what it refers to, or on one of its allOf members."""
+        for _ in range(16):
+            if not isinstance(schema, dict):
+                return False
+            if schema.get("readOnly") is True:
+                return True
+            parts = [p for p in schema.get("allOf") or [] if isinstance(p, dict)]
+            if any(p.get("readOnly") is True for p in parts):
+                return True
+            ref = schema.get("$ref") or next((p["$ref"] for p in parts if isinstance(p.get("$ref"), str)), None)
+            if not isinstance(ref, str):
+                return False
+            name = ref.rsplit("/", 1)[-1]
+            schema = self.schemas.schemas.get(name) or {}
+            if not schema and name in self.schemas.schemas:
+                self.schemas.drain()
+                schema = self.schemas.schemas.get(name) or {}
+        return False
 
     def oas3_body(self, op: dict[str, Any], uri: str, where: str) -> tuple[Body | None, str]:
         node = op.get("requestBody")

@@ -189,6 +189,13 @@ def build_request(
         operation=op.key, method=op.method.upper(), url=resolve_base_url(spec, op, base_url) + path,
         params=params, headers=headers, cookies=cookies, security=_with_schemes(op.security, schemes),
     )  # fmt: skip
+    if op.body is not None and op.body.flattened and op.body.required and not fields and body is NO_BODY:
+        empty = op.body.media_type  # a required body with no field given is still sent, empty
+        if empty == FORM_URLENCODED:
+            return _with_content(request, b"", empty)
+        if empty == MULTIPART:
+            return _multipart(request, op, {})
+        return replace(request, json={}, headers={**headers, "Content-Type": empty or "application/json"})
     if op.body is None or (not fields and body is NO_BODY):
         return request
     media = op.body.media_type

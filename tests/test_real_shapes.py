@@ -334,3 +334,51 @@ async def test_discriminators_without_mapping_content_params_and_whole_form_bodi
     assert refused["is_error"] and "TypeError" in refused["error"]
     dry = await run(server, "result = api.calls.make_call(call={'type': 'custom', 'custom': 'c'})", dry_run=True)
     assert dry["result"]["at"] == "2026-01-01T00:00:00Z"  # the example is a date, not a date-time
+
+
+READ_ONLY_SPEC = """
+openapi: 3.0.3
+info: {title: RO, version: "1"}
+servers: [{url: "https://ro.example.com"}]
+components:
+  schemas:
+    identifier: {type: string, readOnly: true, maxLength: 32}
+    created: {allOf: [{$ref: "#/components/schemas/stamp"}]}
+    stamp: {type: string, readOnly: true}
+paths:
+  /rules/{rule_id}:
+    patch:
+      operationId: updatePriority
+      parameters: [{name: rule_id, in: path, required: true, schema: {$ref: "#/components/schemas/identifier"}}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [id]
+              properties:
+                id: {$ref: "#/components/schemas/identifier"}
+                created_on: {$ref: "#/components/schemas/created"}
+                priority: {type: integer}
+      responses: {"200": {description: ok}}
+"""
+
+
+async def test_read_only_body_fields_and_required_empty_bodies(tmp_path: Path) -> None:
+    """readOnly fields (through refs and allOf) are not offered, except a required one (Cloudflare needs the id it
+    marks readOnly), which is optional; a required body with no field given is still sent."""
+    src = tmp_path / "ro.yaml"
+    src.write_text(READ_ONLY_SPEC)
+    spec = load_spec(str(src), use_cache=False)
+    op = spec.operation("rules.update_priority")
+    assert op is not None
+    text = signature(op, max_optional=None)
+    assert "created_on" not in text and "id: str | None = None" in text and "priority" in text
+    wire = Wire()
+    server = CodemodeServer(spec, ServerSettings(), sandbox=LocalSandbox(), env={})
+    server._upstream = HttpxUpstream(UpstreamSettings(), transport=httpx.MockTransport(wire))
+    out = await run(server, "api.rules.update_priority('r1')\napi.rules.update_priority('r1', id='r1', priority=2)")
+    assert not out["is_error"], out
+    assert json.loads(wire.requests[0].content) == {} and wire.requests[0].headers["content-type"] == "application/json"
+    assert json.loads(wire.requests[1].content) == {"id": "r1", "priority": 2}
