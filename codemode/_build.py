@@ -273,8 +273,15 @@ class _Builder:
                 return media
         return next(iter(content))
 
-    def object_fields(self, schema: dict[str, Any]) -> list[tuple[str, bool, dict[str, Any], str]] | None:
-        """Top-level fields of an object body (following refs and allOf), or None if not a plain object."""
+    def object_fields(
+        self,
+        schema: dict[str, Any],
+        taken: set[str] = frozenset(),  # type: ignore[assignment]
+    ) -> list[tuple[str, bool, dict[str, Any], str]] | None:
+        """Top-level fields of an object body (following refs and allOf), or None if not a plain object.
+
+        A readOnly field named like a parameter (``PATCH /items/{id}`` with a readOnly ``id``) is left out.
+        """
         props: dict[str, dict[str, Any]] = {}
         required: set[str] = set()
         stack, seen = [schema], 0
@@ -303,7 +310,7 @@ class _Builder:
         # readOnly fields are the server's: left out, except a required one (Cloudflare marks the ids that
         # some bodies need readOnly), which stays as an optional field (OpenAPI: required for responses only)
         read_only = {k for k, v in props.items() if self._read_only(v)}
-        props = {k: v for k, v in props.items() if k not in read_only or k in required}
+        props = {k: v for k, v in props.items() if k not in read_only or (k in required and k not in taken)}
         if not props:
             return None
         return [
@@ -469,8 +476,8 @@ class _Builder:
         if not self.swagger:
             body, body_location = self.oas3_body(op, uri, where)
         if body is not None and body.schema is not None and not body_fields:
-            fields = self.object_fields(body.schema)
             taken = {p[0] for p in params}
+            fields = self.object_fields(body.schema, taken)
             if fields is not None and not taken.intersection(f[0] for f in fields) and "body" not in taken:
                 body = Body(body.media_type, body.schema, body.required, True, body.encoding)
                 body_fields = [(n, r and body.required, s, d) for n, r, s, d in fields]
