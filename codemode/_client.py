@@ -21,6 +21,7 @@ from ._standin import stand_in
 from ._validation import validator_class
 
 __all__ = [
+    "FILE_KEYS",
     "bind_arguments",
     "is_file_value",
     "resolve_base_url",
@@ -114,9 +115,15 @@ def _sends_null(param: Param) -> bool:
     )
 
 
+FILE_KEYS = frozenset({"filename", "content", "content_base64", "content_type"})
+
+
 def is_file_value(value: Any) -> bool:
-    """``{"filename", "content" | "content_base64", "content_type"}``: how guest code passes a file."""
-    return isinstance(value, dict) and ("content" in value or "content_base64" in value)
+    """``{"filename", "content" | "content_base64", "content_type"}``: how guest code passes a file.
+
+    Only those keys: an object field that merely has a ``content`` property is data, not a file.
+    """
+    return isinstance(value, dict) and ("content" in value or "content_base64" in value) and FILE_KEYS.issuperset(value)
 
 
 def _is_binary(schema: dict[str, Any]) -> bool:

@@ -96,6 +96,7 @@ def _strip_words(name: str, group: str) -> str:
 
 
 MAX_FIT_CANDIDATES = 64
+MAX_FIT_TRIES = 4000  # word combinations tried per name before dropping words greedily
 
 
 def _fits(words: list[str], limit: int) -> Iterator[str]:
@@ -112,16 +113,24 @@ def _fits(words: list[str], limit: int) -> Iterator[str]:
         return
     words = [w for i, w in enumerate(words) if w not in FILLER_WORDS or i in (0, len(words) - 1)]
     middle = sorted(range(1, len(words) - 1), key=lambda i: (-len(words[i]), i))
-    produced = 0
+    produced = tried = 0
     for k in range(1, len(middle) + 1):
         for drop in itertools.combinations(middle, k):
+            tried += 1
+            if tried > MAX_FIT_TRIES:  # a name of very many words: greedy from here on
+                break
             text = "_".join(w for i, w in enumerate(words) if i not in drop)
             if len(text) <= limit:
                 yield text
                 produced += 1
                 if produced >= MAX_FIT_CANDIDATES:
                     return
-    yield _clip("_".join(words), limit)
+        if tried > MAX_FIT_TRIES:
+            break
+    greedy = list(words)
+    while len("_".join(greedy)) > limit and len(greedy) > 2:
+        del greedy[max(range(1, len(greedy) - 1), key=lambda i: (len(greedy[i]), -i))]
+    yield _clip("_".join(greedy), limit)
 
 
 def _fit(words: list[str], limit: int) -> str:

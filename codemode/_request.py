@@ -105,6 +105,13 @@ def style_pairs(name: str, value: Any, style: str, explode: bool) -> list[tuple[
 
 def _deep_pairs(prefix: str, value: Any) -> list[tuple[str, str]]:
     if isinstance(value, dict):
+        for k in value:
+            if "[" in str(k) or "]" in str(k):
+                raise CallError(
+                    f"argument {prefix.split('[', 1)[0]}: the key {str(k)!r} contains '[' or ']', which would "
+                    "change how the server nests the field.",
+                    code="call.invalid_argument",
+                )
         return [pair for k, v in value.items() for pair in _deep_pairs(f"{prefix}[{k}]", v)]
     if isinstance(value, list):
         return [pair for i, v in enumerate(value) for pair in _deep_pairs(f"{prefix}[{i}]", v)]

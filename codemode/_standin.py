@@ -40,6 +40,7 @@ _CATEGORY_CLASSES = {"CATEGORY_DIGIT": r"\d", "CATEGORY_WORD": r"\w", "CATEGORY_
                      "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_NOT_WORD": r"\W", "CATEGORY_NOT_SPACE": r"\S"}  # fmt: skip
 _CANDIDATE_CHARS = "a0A-_. b1Z9xz:/"
 MAX_PATTERN_REPEAT = 40
+MAX_PATTERN_SAMPLE = 512
 
 
 def pattern_sample(pattern: str) -> str | None:
@@ -50,6 +51,8 @@ def pattern_sample(pattern: str) -> str | None:
         parsed = _parser.parse(pattern)
         groups: dict[int, str] = {}
         text = _emit(list(parsed), groups)
+        if len(text) > MAX_PATTERN_SAMPLE:  # checked with Python's re below: keep the input short
+            return None
         return text if re.search(pattern, text) else None
     except (re.error, ValueError, TypeError, IndexError, KeyError, AttributeError, RecursionError):
         return None
@@ -69,7 +72,11 @@ def _emit(items: list[Any], groups: dict[int, str]) -> str:
             out.append(_one_of(arg))
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             low, high, sub = arg
-            count = min(max(low, 1 if high != 0 else 0), MAX_PATTERN_REPEAT) if low == 0 else min(low, 1000)
+            count = (
+                min(max(low, 1 if high != 0 else 0), MAX_PATTERN_REPEAT) if low == 0 else min(low, MAX_PATTERN_SAMPLE)
+            )
+            if count * 1 > MAX_PATTERN_SAMPLE or sum(len(x) for x in out) > MAX_PATTERN_SAMPLE:
+                raise ValueError("pattern sample too long")
             out.append("".join(_emit(list(sub), groups) for _ in range(count)))
         elif name == "SUBPATTERN":
             group, _add, _del, sub = arg

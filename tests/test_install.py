@@ -143,3 +143,15 @@ def test_install_json_for_claude_desktop_holds_values_from_the_environment(
     assert main(["install", "--print", "json", "petstore", "--env", "K_TOKEN"]) == 0
     entry = json.loads(capsys.readouterr().out)["mcpServers"]["petstore"]
     assert entry["env"] == {"K_TOKEN": "v-1"} and entry["command"].endswith(("codemode", sys.executable))
+
+
+def test_install_writes_through_a_symlinked_config(tmp_path: Path) -> None:
+    real = tmp_path / "dotfiles" / "claude.json"
+    real.parent.mkdir()
+    real.write_text(json.dumps(EXISTING))
+    link = tmp_path / "Claude" / "claude_desktop_config.json"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    assert main(["install", "claude-desktop", str(PETSTORE), "--config", str(link), "--name", "pets"]) == 0
+    assert link.is_symlink() and "pets" in json.loads(real.read_text())["mcpServers"]
+    assert main(["install", "claude-desktop", str(PETSTORE), "--config", str(link), "--name", " "]) == 2

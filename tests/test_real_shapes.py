@@ -382,3 +382,35 @@ async def test_read_only_body_fields_and_required_empty_bodies(tmp_path: Path) -
     assert not out["is_error"], out
     assert json.loads(wire.requests[0].content) == {} and wire.requests[0].headers["content-type"] == "application/json"
     assert json.loads(wire.requests[1].content) == {"id": "r1", "priority": 2}
+
+
+def test_hostile_spec_inputs_stay_cheap_and_contained() -> None:
+    """Inputs no spec author meant: a 120-word operationId, a pattern whose sample would be huge."""
+    import time
+
+    from codemode._naming import NameRequest, assign_names
+    from codemode._standin import pattern_sample
+
+    words = "Get" + "".join(f"Word{i}x" for i in range(120))
+    started = time.perf_counter()
+    names = assign_names([NameRequest("get", f"/a/{i}", f"{words}{i}", ["t"]) for i in range(20)])
+    assert time.perf_counter() - started < 5
+    assert len({f"{g}.{n}" for g, n in names}) == 20 and all(len(f"{g}.{n}") <= 64 for g, n in names)
+    started = time.perf_counter()
+    assert pattern_sample("^((a{1000}){1000})$") is None
+    assert pattern_sample("^(a+)+$") == "a"
+    assert time.perf_counter() - started < 1
+
+
+async def test_deep_object_keys_cannot_change_the_nesting_and_data_is_not_a_file(tmp_path: Path) -> None:
+    wire = Wire()
+    server = serve("stripe-like.yaml", wire)
+    out = await run(server, "api.refunds.post(charge='c', metadata={'x][admin': 'true'})")
+    assert out["is_error"] and "contains '[' or ']'" in out["error"] and wire.requests == []
+    src = tmp_path / "edge.yaml"
+    src.write_text(EDGE_SPEC)
+    server = CodemodeServer(load_spec(str(src), use_cache=False), ServerSettings(), sandbox=LocalSandbox(), env={})
+    server._upstream = HttpxUpstream(UpstreamSettings(), transport=httpx.MockTransport(wire))
+    out = await run(server, "api.menu.add_item(body={'name': {'content': 'x', 'lang': 'en'}})")
+    assert not out["is_error"], out
+    assert wire.parts(0) == [("name", None, "application/json", b'{"content":"x","lang":"en"}')]

@@ -168,6 +168,14 @@ def _env_values(names: list[str], headers: list[str], environ: dict[str, str]) -
     return out
 
 
+def _entry_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    if not name.strip() or any(c in name for c in "\r\n\t\0"):
+        raise UsageError(f"--name {name!r} is not a usable server name.", code="usage.bad_name")
+    return name.strip()
+
+
 def _default_name(target: str) -> str:
     from .._cache import load_spec
     from .._server import server_name
@@ -185,7 +193,7 @@ def build_entry(args: argparse.Namespace, environ: dict[str, str] | None = None)
             raise UsageError(f"--connect {args.connect!r} is not an http(s) URL.", code="config.bad_url")
         if args.target:
             raise UsageError("give either a spec or --connect URL, not both.", code="usage.conflict")
-        name = args.name or args.connect.rstrip("/").rsplit("/", 1)[-1] or "codemode"
+        name = _entry_name(args.name) or args.connect.rstrip("/").rsplit("/", 1)[-1] or "codemode"
         env = _env_values(args.env, [], environ)
         return ServerEntry(name, command[0], [*command[1:], "connect", args.connect], env)
     if not args.target:
@@ -200,7 +208,7 @@ def build_entry(args: argparse.Namespace, environ: dict[str, str] | None = None)
         raise UsageError("--base-url must not carry a user name or password; use --header with ${VAR}.",
                          code="config.secret_in_config")  # fmt: skip
     headers = [_check_header(h) for h in args.header]
-    name = args.name or _default_name(target)
+    name = _entry_name(args.name) or _default_name(target)
     flags: list[str] = ["--name", name]
     if args.read_only:
         flags.append("--read-only")
@@ -226,6 +234,11 @@ def merge_entry(config_path: Path, entry: ServerEntry, *, replace: bool = False)
     """
     data: dict[str, Any] = {}
     backup: Path | None = None
+    config_path = config_path.expanduser()
+    if config_path.is_symlink():  # a config kept elsewhere and linked: write where it lives
+        config_path = config_path.resolve()
+    if config_path.is_dir():
+        raise ConfigError(f"{config_path} is a folder, not a config file; nothing was changed.", code="config.parse")
     if config_path.exists():
         text = config_path.read_text(encoding="utf-8")
         try:
