@@ -72,12 +72,13 @@ def _emit(items: list[Any], groups: dict[int, str]) -> str:
             out.append(_one_of(arg))
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             low, high, sub = arg
-            count = (
-                min(max(low, 1 if high != 0 else 0), MAX_PATTERN_REPEAT) if low == 0 else min(low, MAX_PATTERN_SAMPLE)
-            )
-            if count * 1 > MAX_PATTERN_SAMPLE or sum(len(x) for x in out) > MAX_PATTERN_SAMPLE:
+            count = min(1 if high != 0 else 0, MAX_PATTERN_REPEAT) if low == 0 else low
+            if count > MAX_PATTERN_SAMPLE:
                 raise ValueError("pattern sample too long")
-            out.append("".join(_emit(list(sub), groups) for _ in range(count)))
+            once = _emit(list(sub), groups) if count else ""
+            if len(once) * count + sum(len(x) for x in out) > MAX_PATTERN_SAMPLE:
+                raise ValueError("pattern sample too long")
+            out.append(once * count)
         elif name == "SUBPATTERN":
             group, _add, _del, sub = arg
             text = _emit(list(sub), groups)
