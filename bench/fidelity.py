@@ -199,6 +199,13 @@ def openapi_core_limit(spec: ApiSpec, op: Operation, cause: str) -> str | None:
         for p in params
     ):
         return "arrays of objects in a query parameter (OpenAPI defines no serialisation for them)"
+    if (
+        media
+        and not JSONISH.match(media)
+        and not media.startswith(("multipart/", "application/x-www-form"))
+        and (re.search(r"b'[^']*' is not of type 'string'", cause))
+    ):
+        return "bodies in a media type openapi-core has no reader for (application/javascript…): left as bytes"
     if media == "multipart/form-data" and re.search(r"'[^']*' is not of type '(boolean|integer|number)'", cause):
         return "typed fields of multipart bodies: openapi-core validates the text of each part without casting it"
     if media == "multipart/form-data" and op.body is not None and not op.body.flattened and "of type any" in cause:

@@ -305,7 +305,8 @@ class _Builder:
             for sub in reversed(s.get("allOf") or []):
                 stack.append(sub)
             for k, v in (s.get("properties") or {}).items():
-                props[k] = v
+                # a field defined by the body and by one of its allOf parts must satisfy both
+                props[k] = {"allOf": [props[k], v]} if k in props and props[k] != v else v
             required.update(r for r in s.get("required") or [] if isinstance(r, str))
         # readOnly fields are the server's: left out, except a required one (Cloudflare marks the ids that
         # some bodies need readOnly), which stays as an optional field (OpenAPI: required for responses only)

@@ -155,7 +155,8 @@ def validate_arguments(spec: ApiSpec, op: Operation, bound: Mapping[str, tuple[P
     for py_name, (param, value) in bound.items():
         if not param.schema or (is_file_value(value) and _is_binary(param.schema)):
             continue
-        validator = cls({**param.schema, "components": components})
+        # formats checked as OpenAPI validators do: `oneOf: [ipv4, cidr]` is only decidable with them
+        validator = cls({**param.schema, "components": components}, format_checker=cls.FORMAT_CHECKER)
         try:
             for err in validator.iter_errors(value):
                 if _readonly_required(spec, err):

@@ -230,10 +230,12 @@ async def test_path_arguments_cannot_escape_the_operation_path() -> None:
     assert up.requests[0].url == "http://127.0.0.1:1/api/v3/api/contents/a/b.ipynb"
     assert "'../../etc/passwd' contains a '.' or '..' segment" in out["error"] and len(up.requests) == 1
     up.requests.clear()
-    out = await run(ex, "api.sessions.get('x/../../y')")
+    out = await run(ex, "api.sessions.get('x/../../y')")  # a uuid parameter: refused by its format first
+    assert "is not a 'uuid'" in out["error"] and up.requests == []
+    out = await run(ex, "api.terminals.get('x/../../y')")
     assert "would leave the operation's path" in out["error"] and up.requests == []
-    await run(ex, "api.sessions.get('x/y@evil.com:80')")
-    assert up.requests[0].url == "http://127.0.0.1:1/api/v3/api/sessions/x%2Fy%40evil.com%3A80"
+    await run(ex, "api.terminals.get('x/y@evil.com:80')")
+    assert up.requests[0].url == "http://127.0.0.1:1/api/v3/api/terminals/x%2Fy%40evil.com%3A80"
 
 
 REQUESTS_SPEC = """

@@ -414,3 +414,69 @@ async def test_deep_object_keys_cannot_change_the_nesting_and_data_is_not_a_file
     out = await run(server, "api.menu.add_item(body={'name': {'content': 'x', 'lang': 'en'}})")
     assert not out["is_error"], out
     assert wire.parts(0) == [("name", None, "application/json", b'{"content":"x","lang":"en"}')]
+
+
+MERGE_SPEC = """
+openapi: 3.0.3
+info: {title: Merge, version: "1"}
+servers: [{url: "https://m.example.com"}]
+components:
+  schemas:
+    origin: {type: object, properties: {host: {type: string}}}
+    origin-with-secrets:
+      allOf: [{$ref: "#/components/schemas/origin"}]
+      properties: {password: {type: string}}
+      required: [password]
+      type: object
+    config: {type: object, properties: {origin: {$ref: "#/components/schemas/origin"}, name: {type: string}}}
+paths:
+  /configs:
+    post:
+      operationId: createConfig
+      requestBody:
+        content:
+          application/json:
+            schema:
+              allOf: [{$ref: "#/components/schemas/config"}]
+              properties: {origin: {$ref: "#/components/schemas/origin-with-secrets"}}
+              required: [name, origin]
+              type: object
+      responses: {"200": {description: ok}}
+  /acls:
+    post:
+      operationId: createAcl
+      requestBody:
+        content:
+          application/json:
+            schema:
+              type: object
+              properties:
+                subnets:
+                  type: array
+                  items:
+                    oneOf:
+                      - {type: string, format: ipv4, example: 192.0.2.1}
+                      - {type: string, example: 192.0.2.0/24, description: CIDR}
+      responses: {"200": {description: ok}}
+"""
+
+
+async def test_fields_defined_twice_must_satisfy_both_and_formats_decide_one_of(tmp_path: Path) -> None:
+    """Cloudflare's hyperdrive body defines `origin` in the body and in an allOf part (the body's needs a
+    password); its ACL subnets are oneOf [IPv4, CIDR], decidable only with formats."""
+    src = tmp_path / "merge.yaml"
+    src.write_text(MERGE_SPEC)
+    wire = Wire()
+    server = CodemodeServer(load_spec(str(src), use_cache=False), ServerSettings(), sandbox=LocalSandbox(), env={})
+    server._upstream = HttpxUpstream(UpstreamSettings(), transport=httpx.MockTransport(wire))
+    missing = await run(server, "api.configs.create_config(name='n', origin={'host': 'db'})")
+    assert missing["is_error"] and "'password' is a required property" in missing["error"]
+    out = await run(
+        server,
+        "api.configs.create_config(name='n', origin={'host': 'db', 'password': 'p'})\n"
+        "api.acls.create_acl(subnets=['192.0.2.0/24'])",  # not an ipv4: only the CIDR branch matches
+    )
+    assert not out["is_error"], out
+    assert json.loads(wire.requests[1].content) == {"subnets": ["192.0.2.0/24"]}
+    both = await run(server, "api.acls.create_acl(subnets=['192.0.2.1'])")  # the spec's oneOf: valid under each
+    assert both["is_error"] and "is valid under each of" in both["error"]
