@@ -218,6 +218,8 @@ def openapi_core_limit(spec: ApiSpec, op: Operation, cause: str) -> str | None:
         return "values a request needs under readOnly schemas (Cloudflare's identifiers): the spec contradicts itself"
     if "InvalidData" in cause and _contradictory(spec, op):
         return "response schemas whose allOf members give one property different types: no value can match"
+    if "is valid under each of" in cause:
+        return "oneOf branches that accept the same values (Cloudflare's IPv4 and CIDR strings): no value is valid"
     if "Path not found" in cause and any(p.location == "path" and p.name.lower() in SLASH_PARAMS for p in params):
         return "path parameters that carry '/' (git refs, file paths), sent unescaped on purpose, as these APIs expect"
     if op.servers and "is a required property" in cause:

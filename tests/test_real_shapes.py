@@ -458,6 +458,17 @@ paths:
                       - {type: string, format: ipv4, example: 192.0.2.1}
                       - {type: string, example: 192.0.2.0/24, description: CIDR}
       responses: {"200": {description: ok}}
+  /scripts:
+    put:
+      operationId: putScript
+      requestBody:
+        content:
+          multipart/form-data:
+            schema:
+              type: object
+              properties:
+                modules: {type: array, items: {type: string, format: binary}}
+      responses: {"200": {description: ok}}
 """
 
 
@@ -478,5 +489,13 @@ async def test_fields_defined_twice_must_satisfy_both_and_formats_decide_one_of(
     )
     assert not out["is_error"], out
     assert json.loads(wire.requests[1].content) == {"subnets": ["192.0.2.0/24"]}
-    both = await run(server, "api.acls.create_acl(subnets=['192.0.2.1'])")  # the spec's oneOf: valid under each
-    assert both["is_error"] and "is valid under each of" in both["error"]
+    # '192.0.2.1' is valid under both branches: the spec's own oneOf admits no value, so the upstream judges it
+    both = await run(server, "api.acls.create_acl(subnets=['192.0.2.1'])")
+    assert not both["is_error"], both
+    assert json.loads(wire.requests[2].content) == {"subnets": ["192.0.2.1"]}
+    wrong = await run(server, "api.acls.create_acl(subnets=[5])")
+    assert wrong["is_error"] and "is not valid under any of the given schemas" in wrong["error"]
+    files = "[{'filename': 'a.js', 'content': 'x'}, {'filename': 'b.js', 'content': 'y'}]"
+    out = await run(server, f"api.scripts.put_script(modules={files})")  # a list of files for an array of binary
+    assert not out["is_error"], out
+    assert [(n, f) for n, f, _, _ in wire.parts(3)] == [("modules", "a.js"), ("modules", "b.js")]
