@@ -207,13 +207,14 @@ def test_unknown_users_and_wrong_passwords_look_the_same(portal: RunningPortal) 
 def test_sign_in_replaces_a_planted_session_value(portal: RunningPortal) -> None:
     planted = "cmp_ss_" + secrets.token_urlsafe(32)[:43]
     with browser(portal) as victim:
-        victim.cookies.set("cmp_session", planted, domain="127.0.0.1")  # e.g. set by another port's app
+        name = portal.portal.web.sessions.cookie
+        victim.cookies.set(name, planted, domain="127.0.0.1")  # e.g. set by another port's app
         r = login(victim, "dave", PASSWORD)
         assert r.status_code == 303
-        fresh = victim.cookies.get("cmp_session", domain="127.0.0.1")
+        fresh = victim.cookies.get(name, domain="127.0.0.1")
         assert fresh and fresh != planted
     with browser(portal) as attacker:
-        attacker.cookies.set("cmp_session", planted, domain="127.0.0.1")
+        attacker.cookies.set(name, planted, domain="127.0.0.1")
         r = attacker.get("/account")
         assert r.status_code == 303 and r.headers["location"].startswith("/login")
 
@@ -221,13 +222,14 @@ def test_sign_in_replaces_a_planted_session_value(portal: RunningPortal) -> None
 def test_sign_out_ends_the_session_on_the_server(portal: RunningPortal) -> None:
     with browser(portal) as http:
         assert login(http, "dave", PASSWORD).status_code == 303
-        stolen = http.cookies.get("cmp_session")
+        name = portal.portal.web.sessions.cookie
+        stolen = http.cookies.get(name)
         page = http.get("/account")
         assert page.status_code == 200
         csrf = dict(form_fields(next(f for f in forms(page.text) if f["action"] == "/logout")))["csrf"]
         assert http.post("/logout", data={"csrf": csrf}).status_code == 303
     with browser(portal) as replay:
-        replay.cookies.set("cmp_session", stolen or "", domain="127.0.0.1")
+        replay.cookies.set(name, stolen or "", domain="127.0.0.1")
         assert replay.get("/account").status_code == 303
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from mcp import Client
 
 pytest.importorskip("sqlalchemy", reason="the portal extra is not installed: pip install -e '.[portal]'")
 
-from portal_harness import PETSTORE, RunningPortal, running_portal
+from portal_harness import PETSTORE, Flow, RunningPortal, form_fields, forms, running_portal
 
 from codemode import Caller, load_spec
 from codemode._sandbox import LocalSandbox
@@ -123,6 +126,15 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPortal]:
         yield p
 
 
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "review", "version": "1"}}}  # fmt: skip
+
+
+def mcp_post(http: httpx.Client, path: str, token: str, body: Any = INIT, **headers: str) -> httpx.Response:
+    return http.post(path, json=body, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                                               "Accept": "application/json, text/event-stream", **headers})  # fmt: skip
+
+
 def test_a_spec_urls_credentials_never_reach_healthz_the_index_or_the_banner(portal: RunningPortal) -> None:
     """A private spec fetched with credentials in its URL: when the fetch failed, ``/healthz`` (public,
     unauthenticated) and the index page showed the whole URL, password and token included."""
@@ -134,3 +146,108 @@ def test_a_spec_urls_credentials_never_reach_healthz_the_index_or_the_banner(por
     assert "token=***" in problem["error"]
     for text in (health.text, index.text, portal.portal.banner()):
         assert SPEC_PASSWORD not in text and SPEC_TOKEN not in text
+
+
+# -- operators' account controls and sessions ------------------------------------------------
+
+CODEMODE = str(Path(sys.executable).with_name("codemode"))
+
+
+def operator(portal: RunningPortal, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """``codemode portal …`` on the running portal's own database, as an operator types it."""
+    config = portal.portal.config.path
+    assert config is not None
+    return subprocess.run([CODEMODE, "portal", *args, "--config", str(config)], input=stdin, capture_output=True,
+                          text=True, timeout=120, cwd=config.parent)  # fmt: skip
+
+
+def new_user(portal: RunningPortal) -> tuple[str, str]:
+    name, password = f"user-{secrets.token_hex(3)}", secrets.token_urlsafe(12)
+    portal.portal.users.add(name, password)
+    return name, password
+
+
+def signed_in(flow: Flow) -> bool:
+    return flow.browser.get("/account").status_code == 200
+
+
+def test_changing_a_password_signs_out_whoever_used_the_old_one(portal: RunningPortal) -> None:
+    """A leaked password: the operator changes it, and the thief's browser session stayed signed in
+    for its whole lifetime (12 hours by default)."""
+    name, password = new_user(portal)
+    with Flow(portal) as thief, Flow(portal) as owner:
+        assert thief.login(name, password).status_code == 303 and signed_in(thief)
+        assert owner.login(name, password).status_code == 303
+        out = operator(portal, "user", "passwd", name, "--password-stdin", stdin="a-brand-new-password\n")
+        assert out.returncode == 0, out.stderr
+        assert "signed out of 2 session(s)" in out.stdout
+        assert not signed_in(thief) and not signed_in(owner)
+        assert thief.login(name, password).status_code == 401
+        assert owner.login(name, "a-brand-new-password").status_code == 303 and signed_in(owner)
+    portal.portal.audit.flush()
+    rows = [r for r in portal.portal.store.list_audit() if r.event == "password_changed"]
+    assert rows and rows[-1].user_id == portal.portal.store.find_user(name).id  # type: ignore[union-attr]
+
+
+def test_disabling_a_user_cuts_every_session_grant_and_token_at_once(portal: RunningPortal) -> None:
+    """There was no way to stop a user: no ``user disable``; ``passwd`` left their browser sessions,
+    grants and tokens (refresh tokens live 30 days) working."""
+    name, password = new_user(portal)
+    with Flow(portal) as flow:
+        flow.register()
+        assert flow.login(name, password).status_code == 303
+        tokens = flow.tokens()
+        with portal.http() as http:
+            assert mcp_post(http, "/mcp/petstore", tokens["access_token"]).status_code == 200
+            out = operator(portal, "user", "disable", name)
+            assert out.returncode == 0, out.stderr
+            assert "1 grant(s) revoked" in out.stdout
+            assert mcp_post(http, "/mcp/petstore", tokens["access_token"]).status_code == 401
+        refreshed = flow.token(grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+        assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
+        assert not signed_in(flow)
+        assert flow.login(name, password).status_code == 401  # the same answer as a wrong password
+        assert f"{name}\tuser (disabled)" in operator(portal, "user", "list").stdout
+        assert operator(portal, "user", "enable", name).returncode == 0
+        assert flow.login(name, password).status_code == 303 and signed_in(flow)
+        with portal.http() as http:  # revoked stays revoked
+            assert mcp_post(http, "/mcp/petstore", tokens["access_token"]).status_code == 401
+
+
+def test_a_code_or_refresh_token_of_a_disabled_user_gets_no_token(portal: RunningPortal) -> None:
+    """The race with ``user disable``: a consent that completed while the operator disabled the user
+    left a code (and so a grant) behind the revocation sweep. The token endpoint now asks whether
+    the user may still sign in."""
+    name, password = new_user(portal)
+    with Flow(portal) as flow:
+        flow.register()
+        assert flow.login(name, password).status_code == 303
+        tokens = flow.tokens()
+        code, _ = flow.code()
+        user = portal.portal.store.find_user(name)
+        assert user is not None
+        portal.portal.store.set_disabled(user.id, True)  # the flag only: the grants are still live
+        try:
+            late = flow.exchange(code)
+            assert late.status_code == 400 and late.json()["error"] == "invalid_grant", late.text
+            refreshed = flow.token(grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+            assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant", refreshed.text
+        finally:
+            portal.portal.store.set_disabled(user.id, False)
+
+
+def test_two_portals_on_one_host_keep_their_own_sign_in(portal: RunningPortal, tmp_path: Path) -> None:
+    """Browsers send a cookie of 127.0.0.1 to every port: two portals (a staging one beside
+    ``make run``) shared ``cmp_session``, so signing in to one signed you out of the other, and a
+    consent form left open there then failed as "Form expired"."""
+    with running_portal(tmp_path, SERVERS) as second:
+        name, password = new_user(portal)
+        second.portal.users.add(name, password)
+        with httpx.Client(trust_env=False) as browser:  # one browser, one cookie jar for both portals
+            for base in (portal.base, second.base):
+                page = browser.get(f"{base}/login")
+                csrf = dict(form_fields(forms(page.text)[-1]))["csrf"]
+                form = {"username": name, "password": password, "csrf": csrf, "next": "/account"}
+                assert browser.post(f"{base}/login", data=form).status_code == 303
+            assert browser.get(f"{second.base}/account").status_code == 200
+            assert browser.get(f"{portal.base}/account").status_code == 200, "signed out of the first portal"

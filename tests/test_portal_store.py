@@ -210,6 +210,21 @@ def test_sessions_rate_events_secrets(store: Store) -> None:
     assert store.get_or_create_secret("csrf", "second") == "first"
 
 
+def test_ending_a_users_sessions_and_disabling_them(store: Store) -> None:
+    store.create_user(user())
+    store.create_user(user("bob", "u2"))
+    for h, uid in (("s1", "u1"), ("s2", "u1"), ("s3", "u2")):
+        store.create_session(h, uid, NOW + 10)
+    assert store.end_sessions("u1") == 2
+    assert store.find_session("s1", NOW) is None and store.find_session("s2", NOW) is None
+    assert store.find_session("s3", NOW) == "u2"  # another user's session is untouched
+    assert store.end_sessions("u1") == 0
+    store.set_disabled("u1", True)
+    assert store.get_user("u1").disabled and not store.get_user("u2").disabled  # type: ignore[union-attr]
+    store.set_disabled("u1", False)
+    assert not store.get_user("u1").disabled  # type: ignore[union-attr]
+
+
 def test_audit_rows_filter_and_order(store: Store) -> None:
     rows = [
         AuditRow(

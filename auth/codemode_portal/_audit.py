@@ -29,6 +29,8 @@ EVENTS = (
     # each user's own upstream credentials, and delegated (OpenID Connect) sign-in
     "upstream_key_saved", "upstream_linked", "upstream_link_failed", "upstream_unlinked", "upstream_refreshed",
     "upstream_refresh_failed", "user_created",
+    # operators' account controls
+    "password_changed", "user_disabled", "user_enabled",
 )  # fmt: skip
 DETAIL_MAX = 500
 

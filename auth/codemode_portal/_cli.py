@@ -2,6 +2,7 @@
 
     codemode portal [--config portal.toml] [--host H] [--port N] [--public-url URL]   # run
     codemode portal user add NAME [--password-stdin] [--admin]
+    codemode portal user passwd NAME | disable NAME | enable NAME | list
     codemode portal clients | tokens | revoke ID | audit [--server NAME] [--since 1h]
 
 Registered on the engine's CLI through the ``codemode.commands`` entry point; the engine never
@@ -24,7 +25,7 @@ from codemode._cli._common import Commands, add_command, global_options
 from ._config import PortalConfig, load_portal_config
 from ._creds_cli import add_credentials_commands, add_oidc_commands
 from ._errors import PortalError
-from ._store import SqlStore
+from ._store import AuditRow, SqlStore
 from ._users import Users
 
 __all__ = ["parse_since", "register"]
@@ -62,10 +63,19 @@ def register(commands: Commands) -> None:
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add.add_argument("--admin", action="store_true", help="an administrator")
     add.set_defaults(portal_handler=_user_add)
-    passwd = user_sub.add_parser("passwd", help="set a user's password", parents=opts)
+    passwd = user_sub.add_parser("passwd", help="set a user's password (signs them out everywhere)", parents=opts)
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true")
     passwd.set_defaults(portal_handler=_user_passwd)
+    disable = user_sub.add_parser(
+        "disable", parents=opts,
+        help="stop a user: no sign-in, every session ended, every grant and token revoked",
+    )  # fmt: skip
+    disable.add_argument("name")
+    disable.set_defaults(portal_handler=_user_disable)
+    enable = user_sub.add_parser("enable", help="let a disabled user sign in again", parents=opts)
+    enable.add_argument("name")
+    enable.set_defaults(portal_handler=_user_enable)
     users = user_sub.add_parser("list", help="list users", parents=opts)
     users.set_defaults(portal_handler=_user_list)
 
@@ -134,10 +144,40 @@ def _user_add(args: argparse.Namespace) -> int:
 def _user_passwd(args: argparse.Namespace) -> int:
     config, store = _store(args)
     try:
-        Users(store, config.settings).set_password(args.name, _password(args))
+        ended = Users(store, config.settings).set_password(args.name, _password(args))
+        user = store.find_user(args.name)
+        detail = f"by the operator (CLI); {ended} session(s) ended"
+        store.record_audit([AuditRow(at=time.time(), event="password_changed", user_id=user.id if user else None,
+                                     status="ok", detail=detail)])  # fmt: skip
     finally:
         store.close()
-    print(f"password of {args.name} changed")
+    print(f"password of {args.name} changed; signed out of {ended} session(s)")
+    return 0
+
+
+def _user_disable(args: argparse.Namespace) -> int:
+    config, store = _store(args)
+    try:
+        user, revoked = Users(store, config.settings).set_disabled(args.name, True)
+        now = time.time()
+        rows = [AuditRow(at=now, event="grant_revoked", user_id=g.user_id, client_id=g.client_id, server=g.server,
+                         status="ok", detail="user disabled by the operator (CLI)") for g in revoked]  # fmt: skip
+        store.record_audit([*rows, AuditRow(at=now, event="user_disabled", user_id=user.id, status="ok",
+                                            detail=f"{len(revoked)} grant(s) revoked")])  # fmt: skip
+    finally:
+        store.close()
+    print(f"user {args.name} disabled; {len(revoked)} grant(s) revoked, every session ended")
+    return 0
+
+
+def _user_enable(args: argparse.Namespace) -> int:
+    config, store = _store(args)
+    try:
+        user, _ = Users(store, config.settings).set_disabled(args.name, False)
+        store.record_audit([AuditRow(at=time.time(), event="user_enabled", user_id=user.id, status="ok")])
+    finally:
+        store.close()
+    print(f"user {args.name} enabled (revoked grants stay revoked)")
     return 0
 
 
@@ -145,7 +185,8 @@ def _user_list(args: argparse.Namespace) -> int:
     _, store = _store(args)
     try:
         for u in store.list_users():
-            print(f"{u.name}\t{'admin' if u.is_admin else 'user'}\t{_when(u.created_at)}")
+            state = " (disabled)" if u.disabled else ""
+            print(f"{u.name}\t{'admin' if u.is_admin else 'user'}{state}\t{_when(u.created_at)}")
     finally:
         store.close()
     return 0
@@ -196,8 +237,6 @@ def _revoke(args: argparse.Namespace) -> int:
             )
         done = store.revoke_grant(grant.id, time.time())
         if done:
-            from ._store import AuditRow
-
             row = AuditRow(at=time.time(), event="grant_revoked", user_id=grant.user_id, client_id=grant.client_id,
                            server=grant.server, detail="by the operator (CLI)")  # fmt: skip
             store.record_audit([row])

@@ -1,6 +1,8 @@
 """Browser sessions and CSRF for the portal's pages.
 
-One cookie (``cmp_session``; ``__Host-cmp_session`` on https) holds a random 256-bit value. Signed
+One cookie (``__Host-cmp_session`` on https; ``cmp_session_<port>`` on plain http, because
+browsers send a cookie of ``127.0.0.1`` to every port of it, so two portals on one host would
+share one name and sign each other out) holds a random 256-bit value. Signed
 in, the store maps its hash to the user (so a database dump reveals no session). Every form
 carries ``HMAC(key, cookie value)`` as its CSRF token, so a token is bound to the browser's
 session, before and after sign-in. The cookie is ``HttpOnly``, ``SameSite=Lax``, ``Path=/`` and
@@ -13,6 +15,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,7 +44,8 @@ class Sessions:
         self.settings = settings
         self.key = key
         self.secure = settings.issuer.startswith("https://")
-        self.cookie = "__Host-cmp_session" if self.secure else "cmp_session"
+        port = urlsplit(settings.issuer).port or 80
+        self.cookie = "__Host-cmp_session" if self.secure else f"cmp_session_{port}"
 
     async def load(self, request: Request) -> BrowserSession:
         value = request.cookies.get(self.cookie, "")

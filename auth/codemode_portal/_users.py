@@ -17,7 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from ._config import PortalSettings
 from ._crypto import new_id
 from ._errors import LoginRefused, PortalError, StoreConflict
-from ._store import Store, User
+from ._store import Grant, Store, User
 
 __all__ = ["MAX_PASSWORD", "MIN_PASSWORD", "USER_NAME", "Users", "hash_password", "verify_password"]
 
@@ -61,12 +61,32 @@ class Users:
             raise PortalError(f"a user named {name!r} already exists.", code="portal.user.exists") from None
         return user
 
-    def set_password(self, name: str, password: str) -> None:
+    def set_password(self, name: str, password: str) -> int:
+        """Set the password and end every sign-in session of the user (a changed password is often a
+        leaked one: whoever signed in with the old one is signed out). Returns the sessions ended."""
+        user = self._named(name)
+        self._check_password(password)
+        self.store.set_password(user.id, hash_password(password))
+        return self.store.end_sessions(user.id)
+
+    def set_disabled(self, name: str, disabled: bool, now: float | None = None) -> tuple[User, list[Grant]]:
+        """Disable a user: no sign-in (password or OpenID Connect), every session ended, every grant
+        revoked with its tokens, so every application loses access at its next request. Enabling
+        allows sign-in again; revoked grants stay revoked. Returns the user and the grants revoked."""
+        user = self._named(name)
+        self.store.set_disabled(user.id, disabled)
+        if not disabled:
+            return user, []
+        self.store.end_sessions(user.id)
+        at = time.time() if now is None else now
+        revoked = [g for g in self.store.list_grants(user_id=user.id) if self.store.revoke_grant(g.id, at)]
+        return user, revoked
+
+    def _named(self, name: str) -> User:
         user = self.store.find_user(name)
         if user is None:
             raise PortalError(f"no user named {name!r}.", code="portal.user.unknown")
-        self._check_password(password)
-        self.store.set_password(user.id, hash_password(password))
+        return user
 
     @staticmethod
     def _check_password(password: str) -> None:

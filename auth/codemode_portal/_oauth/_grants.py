@@ -113,6 +113,12 @@ def _check_resource(request: PortalRequest, resource: str) -> None:
         raise InvalidTargetError("The resource must be the one this grant was issued for.")
 
 
+def _enabled(user: User | None) -> User | None:
+    """A disabled user's codes and refresh tokens get no tokens (``invalid_grant``), even one that
+    raced the operator's ``user disable`` (which also revokes every grant)."""
+    return user if user is not None and not user.disabled else None
+
+
 def _replayed(ctx: OAuthContext, grant_id: str, what: str) -> None:
     grant = ctx.store.get_grant(grant_id)
     ctx.store.revoke_grant(grant_id, ctx.now())
@@ -186,6 +192,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         grant = ctx.store.get_grant(code.grant_id)
         if grant is None or grant.revoked_at is not None:
             raise InvalidGrantError("The grant was revoked.")
+        if _enabled(ctx.store.get_user(grant.user_id)) is None:
+            raise InvalidGrantError("The user of this grant may no longer sign in.")
         client = self.request.client
         body, records = issue_tokens(ctx, grant, code.scopes, refresh=client.check_grant_type("refresh_token"),
                                      refresh_scopes=code.scopes)  # fmt: skip
@@ -196,7 +204,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
 
     def authenticate_user(self, authorization_code: _CodeView) -> User | None:
         grant = self.ctx.store.get_grant(authorization_code.record.grant_id)
-        return self.ctx.store.get_user(grant.user_id) if grant is not None else None
+        return _enabled(self.ctx.store.get_user(grant.user_id)) if grant is not None else None
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
@@ -229,6 +237,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         grant = ctx.store.get_grant(old.grant_id)
         if grant is None or grant.revoked_at is not None:
             raise InvalidGrantError("The grant was revoked.")
+        if _enabled(ctx.store.get_user(grant.user_id)) is None:
+            raise InvalidGrantError("The user of this grant may no longer sign in.")
         requested = parse_scope(self.request.payload.scope) or old.scopes  # narrowing checked by authlib
         body, records = issue_tokens(ctx, grant, requested, refresh=True, refresh_scopes=old.scopes)
         if not ctx.store.rotate_refresh(old.hash, records, ctx.now()):
@@ -239,4 +249,4 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         return 200, body, self.TOKEN_RESPONSE_HEADER
 
     def authenticate_user(self, refresh_token: _RefreshView) -> User | None:
-        return self.ctx.store.get_user(refresh_token.record.user_id)
+        return _enabled(self.ctx.store.get_user(refresh_token.record.user_id))

@@ -62,6 +62,11 @@ class MemoryStore(UpstreamMemoryMixin):
             if user_id in self.users:
                 self.users[user_id] = replace(self.users[user_id], password_hash=password_hash)
 
+    def set_disabled(self, user_id: str, disabled: bool) -> None:
+        with self._lock:
+            if user_id in self.users:
+                self.users[user_id] = replace(self.users[user_id], disabled=disabled)
+
     # -- clients --------------------------------------------------------------------------
     def save_client(self, client: Client) -> None:
         with self._lock:
@@ -180,6 +185,13 @@ class MemoryStore(UpstreamMemoryMixin):
     def delete_session(self, session_hash: str) -> None:
         with self._lock:
             self.sessions.pop(session_hash, None)
+
+    def end_sessions(self, user_id: str) -> int:
+        with self._lock:
+            gone = [h for h, (uid, _) in self.sessions.items() if uid == user_id]
+            for h in gone:
+                del self.sessions[h]
+            return len(gone)
 
     def add_rate_event(self, key: str, at: float) -> None:
         with self._lock:

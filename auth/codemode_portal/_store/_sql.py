@@ -151,6 +151,10 @@ class SqlStore(UpstreamSqlMixin):
         with self._tx() as c:
             c.execute(sa_update(t.users).where(t.users.c.id == user_id).values(password_hash=password_hash))
 
+    def set_disabled(self, user_id: str, disabled: bool) -> None:
+        with self._tx() as c:
+            c.execute(sa_update(t.users).where(t.users.c.id == user_id).values(disabled=disabled))
+
     # -- clients --------------------------------------------------------------------------
     def save_client(self, client: Client) -> None:
         values = {
@@ -304,6 +308,10 @@ class SqlStore(UpstreamSqlMixin):
     def delete_session(self, session_hash: str) -> None:
         with self._tx() as c:
             c.execute(delete(t.sessions).where(t.sessions.c.hash == session_hash))
+
+    def end_sessions(self, user_id: str) -> int:
+        with self._tx() as c:
+            return int(c.execute(delete(t.sessions).where(t.sessions.c.user_id == user_id)).rowcount)
 
     def add_rate_event(self, key: str, at: float) -> None:
         with self._tx() as c:
