@@ -3,9 +3,10 @@
 Each request's bearer token is looked up in the store (so a revocation takes effect on the very
 next request), and must be: an access token, live (not expired, not revoked, its grant not
 revoked), issued for *this* server and for one of its resource URLs under the current issuer
-(audience, always checked), and hold ``<name>:read``. Otherwise: 401 ``invalid_token`` (or no
-error code when no token was sent) or 403 ``insufficient_scope`` with ``scope=``, each with
-``WWW-Authenticate: Bearer resource_metadata="…"`` (RFC 9728). Tokens in the query string are
+(audience, always checked), and hold ``<name>:read``. Otherwise: 401 ``invalid_token``, or 401
+without an error code and with ``scope="<name>:read <name>:write"`` when no token was sent (the
+scopes MCP clients then ask for), or 403 ``insufficient_scope`` with ``scope="<name>:read"``, each
+with ``WWW-Authenticate: Bearer resource_metadata="…"`` (RFC 9728). Tokens in the query string are
 refused. The ``Authorization`` header is removed before the MCP server sees the request: a
 client's token never goes further, and never upstream.
 """
@@ -112,13 +113,19 @@ class ResourceServer:
         challenge_base = f'Bearer resource_metadata="{_quote(prm_url(self.settings, transport, name))}"'
         assert hosted.scopes is not None
         read_scope = hosted.scopes.read
+        write_scope = hosted.scopes.write
 
         async def refuse(status: int, error: str | None, description: str, *, scope_hint: bool = False) -> None:
             challenge = challenge_base
             if error is not None:
                 challenge += f', error="{error}", error_description="{_quote(description)}"'
-            if scope_hint or error is None:
+            if scope_hint:  # 403: the one scope this endpoint needs (step-up)
                 challenge += f', scope="{read_scope}"'
+            elif error is None:
+                # No token yet: name the scopes a full client needs. MCP clients request the scope of
+                # this first challenge (the SDK's scope selection), and the consent page offers only
+                # what was requested; with read alone the person could never approve writes.
+                challenge += f', scope="{read_scope} {write_scope}"'
             body = {"error": error or "invalid_token", "error_description": description}
             await _json(send, status, body, [(b"www-authenticate", challenge.encode())])
 
