@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("sqlalchemy", reason="the portal extra is not installed: pip install -e '.[portal]'")
 
-from connect_harness import Bridge, MetadataDocuments, text
+from connect_harness import CODEMODE, Bridge, MetadataDocuments, text
 from mcp.shared.exceptions import MCPError
 from portal_harness import HTTPBIN_SPEC, RunningPortal, running_portal
 from upstreams import free_port
@@ -186,3 +186,28 @@ async def test_two_bridges_share_one_file_without_ending_each_others_grant(
     assert len(desktop.consents()) == 1  # nobody was sent back to the browser
     grants = [g for g in portal.portal.store.list_grants() if g.revoked_at is None]
     assert len(grants) == 1
+
+
+def test_login_then_logout_revokes_the_grant(portal: RunningPortal, tmp_path: Path) -> None:
+    import subprocess
+
+    bridge = _bridge(portal, tmp_path / "terminal")
+    bridge.home.mkdir(parents=True)
+    env = {**bridge.env(), "PATH": "/usr/bin:/bin"}
+    signed = subprocess.run([str(CODEMODE), "connect", bridge.url, "--login"], env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    assert "signed in:" in signed.stdout and len(bridge.consents()) == 1
+    (path,) = bridge.token_files()
+    assert str(path) in signed.stdout
+    again = subprocess.run([str(CODEMODE), "connect", bridge.url, "--login"], env=env, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert again.returncode == 0 and len(bridge.consents()) == 1  # the stored token was enough
+    assert [g for g in portal.portal.store.list_grants() if g.revoked_at is None]
+
+    out = subprocess.run([str(CODEMODE), "connect", bridge.url, "--logout"], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "the portal revoked the grant" in out.stdout
+    assert not path.exists()
+    assert not [g for g in portal.portal.store.list_grants() if g.revoked_at is None]

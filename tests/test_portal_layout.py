@@ -107,3 +107,30 @@ def test_the_wheel_ships_the_portal_as_codemode_portal(tmp_path: Path) -> None:
         assert needed in names
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "portal = codemode_portal._cli:register" in entry_points
+
+
+def test_connect_works_without_the_portal_extra(tmp_path: Path) -> None:
+    """``codemode connect`` is the piece a desktop user installs; it must not need the portal's
+    server dependencies (SQLAlchemy, Alembic, Jinja2, argon2), which are made unimportable here."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "BLOCKED = {'sqlalchemy', 'alembic', 'jinja2', 'argon2'}  # (python-multipart: mcp needs it too)\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ImportError('portal extra blocked for this test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+    code = (
+        "from codemode._cli import build_parser\n"
+        "choices = build_parser()._subparsers._group_actions[0].choices\n"
+        "assert 'connect' in choices and 'portal' not in choices, sorted(choices)\n"
+        "from codemode_portal._connect import ConnectSettings, bridge\n"
+        "import sys\n"
+        "assert not any(m.split('.')[0] in ('sqlalchemy', 'jinja2', 'argon2') for m in sys.modules)\n"
+        "print('connect ok without the portal extra')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "connect ok without the portal extra" in out.stdout

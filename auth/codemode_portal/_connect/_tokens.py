@@ -134,12 +134,11 @@ class TokenFile:
                     "read: run `codemode connect %s --logout` to revoke them if in doubt.",
                     self.path, self.server_url,
                 )  # fmt: skip
-            data = fh.read(MAX_FILE_BYTES + 1)
-        if len(data) > MAX_FILE_BYTES:
-            raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
-        return data
+            return fh.read(MAX_FILE_BYTES + 1)
 
     def _parse(self, raw: bytes) -> StoredState:
+        if len(raw) > MAX_FILE_BYTES:
+            raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
         data = json.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
