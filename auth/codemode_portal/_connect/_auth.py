@@ -30,14 +30,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx2
-from mcp.client.auth import OAuthClientProvider
+from mcp.client.auth import OAuthClientProvider, OAuthFlowError
 from mcp.client.auth.oauth2 import OAuthContext
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from pydantic import AnyUrl
 
 from codemode import __version__
 
-from ._callback import CALLBACK_PATH, LoopbackCallback
+from ._callback import CALLBACK_PATH, LoopbackCallback, clean_text
 from ._errors import AuthorizationFailed, CodemodeError
 from ._tokens import StoredState, TokenFile
 
@@ -246,6 +246,8 @@ class BridgeAuth(OAuthClientProvider):
         if await super()._handle_refresh_response(response):
             return True
         if response.status_code in (400, 401):  # the portal said no (not: it was down): forget the tokens
+            log.warning("the portal refused to refresh the token (the grant was revoked or has expired); "
+                        "signing in again")  # fmt: skip
             error = ""
             try:
                 body = json.loads(await response.aread())
@@ -263,7 +265,16 @@ class BridgeAuth(OAuthClientProvider):
         self._set_redirect_port(self.callback.port)
 
     async def _redirect(self, authorization_url: str) -> None:
-        query = parse_qs(urlsplit(authorization_url).query)
+        parts = urlsplit(authorization_url)
+        if not (
+            parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"))
+        ):
+            raise AuthorizationFailed(
+                f"the portal's sign-in address is not an https URL ({clean_text(authorization_url, 80)}); "
+                "codemode connect does not open it",
+                code="connect.auth.insecure",
+            )
+        query = parse_qs(parts.query)
         state = (query.get("state") or [""])[0]
         port = _loopback_port((query.get("redirect_uri") or [""])[0])
         if port is None:
@@ -315,7 +326,7 @@ class _QuietFlowErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, CodemodeError | _Reregister)
+        return not isinstance(exc, CodemodeError | _Reregister | OAuthFlowError | httpx2.HTTPError | httpx2.StreamError)
 
 
 def quiet_sdk_flow_errors() -> None:

@@ -13,6 +13,7 @@ the ``Mcp-Param-*`` headers a listed tool declares.
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -38,7 +39,8 @@ __all__ = ["Headers", "forward"]
 
 log = logging.getLogger("codemode.connect")
 MAX_PENDING = 10_000  # requests remembered until their answer (initialize, tools/list)
-MAX_TOOLS = 10_000
+MAX_TOOLS = 10_000  # tools whose Mcp-Param-* headers are remembered
+_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")  # what a protocol version looks like (it becomes a header)
 
 
 class Headers:
@@ -56,12 +58,13 @@ class Headers:
         params = msg.params or {}
         meta = params.get("_meta")
         modern = meta.get(PROTOCOL_VERSION_META_KEY) if isinstance(meta, dict) else None
+        modern = modern if isinstance(modern, str) and _VERSION.match(modern) else None
         headers: dict[str, str] = {}
         if isinstance(msg, JSONRPCRequest) and msg.method in ("initialize", "tools/list"):
             self._pending[msg.id] = msg.method
             while len(self._pending) > MAX_PENDING:
                 self._pending.popitem(last=False)
-        if isinstance(modern, str):
+        if modern is not None:
             headers[MCP_PROTOCOL_VERSION_HEADER] = modern
             headers[MCP_METHOD_HEADER] = msg.method
             key = NAME_BEARING_METHODS.get(msg.method)
@@ -85,8 +88,9 @@ class Headers:
         method = self._pending.pop(msg.id, None)
         if method is None or not isinstance(msg, JSONRPCResponse):
             return
-        if method == "initialize" and isinstance(version := msg.result.get("protocolVersion"), str):
-            self.version = version
+        if method == "initialize":
+            version = msg.result.get("protocolVersion")
+            self.version = version if isinstance(version, str) and _VERSION.match(version) else None
         elif method == "tools/list" and isinstance(tools := msg.result.get("tools"), list):
             for tool in tools[:MAX_TOOLS]:
                 if not isinstance(tool, dict) or not isinstance(name := tool.get("name"), str):
@@ -94,10 +98,11 @@ class Headers:
                 schema = tool.get("inputSchema")
                 if find_invalid_x_mcp_header(schema) is None:
                     header_map = x_mcp_header_map(schema)
+                    self._param_headers.pop(name, None)
                     if header_map:
                         self._param_headers[name] = header_map
-                    else:
-                        self._param_headers.pop(name, None)
+                        if len(self._param_headers) > MAX_TOOLS:  # drop the oldest entry
+                            self._param_headers.pop(next(iter(self._param_headers)))
 
 
 async def forward(

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import html
 import secrets
+import socket
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -46,9 +47,13 @@ class _Answer:
 class LoopbackCallback:
     """One listening socket on 127.0.0.1 and the answer of the sign-in it is armed for."""
 
-    def __init__(self, *, max_request_bytes: int = 16 * 1024, read_timeout: float = 10.0) -> None:
+    def __init__(
+        self, *, max_request_bytes: int = 16 * 1024, read_timeout: float = 5.0, max_connections: int = 64
+    ) -> None:
         self.max_request_bytes = max_request_bytes
         self.read_timeout = read_timeout
+        self.max_connections = max_connections
+        self._connections = 0
         self._server: asyncio.Server | None = None
         self._port = 0
         self._state: str | None = None
@@ -70,12 +75,20 @@ class LoopbackCallback:
         """Listen on 127.0.0.1:``port`` (0: a free one). ``OSError`` when the port is taken."""
         if self._server is not None:
             return
-        # asyncio's default: SO_REUSEADDR on POSIX (a port whose last answer is in TIME_WAIT can be
-        # listened on again; another live listener still cannot), never on Windows (where it would
-        # let another program take the port over).
-        server = await asyncio.start_server(self._serve, host="127.0.0.1", port=port, limit=self.max_request_bytes)
-        self._server = server
-        self._port = int(server.sockets[0].getsockname()[1])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: no other program may bind it over us
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+            else:  # POSIX: a port whose last answer is in TIME_WAIT can be listened on again
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen(8)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._server = await asyncio.start_server(self._serve, sock=sock, limit=self.max_request_bytes)
+        self._port = int(sock.getsockname()[1])
 
     def expect(self, state: str) -> None:
         """Arm the listener for the sign-in that sent ``state``."""
@@ -116,6 +129,10 @@ class LoopbackCallback:
     # serving ---------------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._connections >= self.max_connections:  # a flood of idle connections: drop the excess
+            writer.close()
+            return
+        self._connections += 1
         try:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.read_timeout)
@@ -125,6 +142,7 @@ class LoopbackCallback:
             status, title, text = self._handle(head)
             await self._reply(writer, status, title, text)
         finally:
+            self._connections -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 2)

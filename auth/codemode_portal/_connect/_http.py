@@ -16,6 +16,7 @@ Two things on top of ``httpx2.AsyncClient``:
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +30,7 @@ from ._errors import CodemodeError
 __all__ = ["BRIDGE_ERROR", "BridgeHttpClient", "ResponseTooLarge"]
 
 BRIDGE_ERROR = -32000
+log = logging.getLogger("codemode.connect")
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -124,6 +126,7 @@ def _refused(request: httpx2.Request, response: httpx2.Response) -> httpx2.Respo
 
 
 def _error(request: httpx2.Request, status: int, reason: str, message: str, **data: Any) -> httpx2.Response:
+    log.warning("%s", message.removeprefix("codemode connect: "))
     extra = {k: v for k, v in data.items() if v is not None}
     body = {"jsonrpc": "2.0", "id": None,
             "error": {"code": BRIDGE_ERROR, "message": message, "data": {"reason": reason, **extra}}}  # fmt: skip

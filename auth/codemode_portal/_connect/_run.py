@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 import threading
 import webbrowser
@@ -20,6 +19,7 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .._config import is_loopback_host
 from ._auth import BridgeAuth, FileStorage, OpenUrl, quiet_sdk_flow_errors
 from ._bridge import serve_stdio
 from ._errors import ConnectError
@@ -27,19 +27,6 @@ from ._http import BridgeHttpClient
 from ._tokens import TokenFile, token_path
 
 __all__ = ["ConnectSettings", "bridge", "login", "logout", "open_in_browser", "print_url"]
-
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class ConnectSettings(BaseModel):
@@ -72,7 +59,7 @@ class ConnectSettings(BaseModel):
             raise ValueError("must be the server's http(s) URL, e.g. https://portal.example.com/mcp/github")
         if parts.username or parts.password or parts.fragment:
             raise ValueError("must not carry a user name, password or fragment")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise ValueError("must be https:// (plain http only on this machine: tokens would travel in clear)")
         return value
 
