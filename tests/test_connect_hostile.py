@@ -193,7 +193,7 @@ async def test_a_sign_in_address_that_is_not_https_is_never_opened(fake: Fake, t
 async def test_an_answer_from_another_issuer_is_refused(fake: Fake, tmp_path: Path) -> None:
     fake.mode["iss"] = "https://evil.example"  # RFC 9207: a mix-up attack's answer
     async with _session(fake, tmp_path) as s:
-        with pytest.raises(MCPError, match="signing in to the portal failed:.*evil.example"):
+        with pytest.raises(MCPError, match=r"signing in to the portal failed:.*evil\.example"):
             await s.initialize()
     assert fake.issued == []  # the code was never exchanged
 
