@@ -37,6 +37,7 @@ from pydantic import AnyUrl
 
 from codemode import __version__
 
+from .._config import is_loopback_host
 from ._callback import CALLBACK_PATH, LoopbackCallback, clean_text
 from ._errors import AuthorizationFailed, CodemodeError
 from ._tokens import StoredState, TokenFile
@@ -46,6 +47,7 @@ __all__ = ["BridgeAuth", "FileStorage", "OpenUrl", "quiet_sdk_flow_errors"]
 OpenUrl = Callable[[str], Awaitable[None]]
 log = logging.getLogger("codemode.connect")
 MAX_RESTARTS = 3
+LONG_PAST = 1.0  # an expiry time that has passed (0 would read as "never expires" to the SDK)
 
 
 class FileStorage:
@@ -214,9 +216,7 @@ class BridgeAuth(OAuthClientProvider):
                                 and sent
                                 and self.context.can_refresh_token()
                             ):
-                                self.context.token_expiry_time = (
-                                    1.0  # long past (not 0: falsy means "no expiry" to the SDK)
-                                )
+                                self.context.token_expiry_time = LONG_PAST  # refresh before any browser
                             elif not changed and self.context.client_info is None:
                                 await self._listen(self.fixed_port or 0)
                             restart = True
@@ -238,7 +238,9 @@ class BridgeAuth(OAuthClientProvider):
                 restarts += 1
                 request.headers.pop("authorization", None)
         finally:
-            if lock.held:  # only a holder of the lock signs in, so only a holder has a listener
+            # The listener serves the one sign-in in progress; a request that is not signing in
+            # (it does not hold the lock while another flow runs) leaves it alone.
+            if lock.held or not self.context.lock.locked():
                 await self.callback.aclose()
             lock.release()
 
@@ -266,9 +268,7 @@ class BridgeAuth(OAuthClientProvider):
 
     async def _redirect(self, authorization_url: str) -> None:
         parts = urlsplit(authorization_url)
-        if not (
-            parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"))
-        ):
+        if not (parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname))):
             raise AuthorizationFailed(
                 f"the portal's sign-in address is not an https URL ({clean_text(authorization_url, 80)}); "
                 "codemode connect does not open it",
