@@ -76,16 +76,22 @@ class Bridge:
             "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "NO_PROXY": "*", "no_proxy": "*",
         }  # fmt: skip
 
-    def parameters(self, *args: str) -> StdioServerParameters:
+    def parameters(self, *args: str, entry: dict[str, Any] | None = None) -> StdioServerParameters:
+        """``codemode connect URL``, or exactly the command of a client config ``entry``."""
+        if entry is not None:
+            return StdioServerParameters(command=entry["command"], args=entry["args"],
+                                         env={**self.env(), **entry.get("env", {})})  # fmt: skip
         return StdioServerParameters(command=str(CODEMODE), args=["connect", self.url, *self.extra_args, *args],
                                      env=self.env())  # fmt: skip
 
     @asynccontextmanager
-    async def client(self, *args: str, mode: Any = "auto", timeout: float = 120) -> AsyncIterator[Client]:
+    async def client(
+        self, *args: str, mode: Any = "auto", timeout: float = 120, entry: dict[str, Any] | None = None
+    ) -> AsyncIterator[Client]:
         """The official mcp client over stdio, connected through the bridge (handshake done)."""
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.stderr_path, "a", encoding="utf-8") as errlog:
-            transport = stdio_client(self.parameters(*args), errlog=errlog)
+            transport = stdio_client(self.parameters(*args, entry=entry), errlog=errlog)
             async with Client(transport, mode=mode, read_timeout_seconds=timeout) as client:
                 yield client
 

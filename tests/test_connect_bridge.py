@@ -44,6 +44,23 @@ def _stored(bridge: Bridge) -> dict[str, Any]:
     return data
 
 
+async def test_the_entry_codemode_install_writes_starts_the_bridge(portal: RunningPortal, tmp_path: Path) -> None:
+    from codemode._cli import main as cli
+
+    url = f"{portal.base}/mcp/httpbin"
+    config = tmp_path / "Claude" / "claude_desktop_config.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({"mcpServers": {"notes": {"command": "/usr/bin/notes-mcp", "args": []}}}))
+    assert cli(["install", "claude-desktop", "--connect", url, "--config", str(config)]) == 0
+    servers = json.loads(config.read_text())["mcpServers"]
+    assert servers["notes"] == {"command": "/usr/bin/notes-mcp", "args": []}  # the other server is kept
+    entry = servers["httpbin"]
+    assert entry["args"][-2:] == ["connect", url] and Path(entry["command"]).is_absolute()
+    bridge = _bridge(portal, tmp_path / "desktop")
+    await _works(bridge, entry=entry)  # exactly the command Claude Desktop would start
+    assert len(bridge.consents()) == 1 and bridge.token_files()
+
+
 async def _works(bridge: Bridge, **kwargs: Any) -> None:
     async with bridge.client(**kwargs) as client:
         assert {t.name for t in (await client.list_tools()).tools} == {"search", "execute"}

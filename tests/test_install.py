@@ -134,6 +134,9 @@ def test_install_can_write_a_portal_connect_entry(tmp_path: Path, capsys: pytest
     entry = json.loads(config.read_text())["mcpServers"]["github"]
     assert entry["args"][-2:] == ["connect", "https://portal.example.com/mcp/github"]
     assert main(["install", "--print", "json", "--connect", "ftp://x"]) == 2
+    assert main(["install", "--print", "json", "--connect", "http://portal.example.com/mcp/github"]) == 2
+    assert "must be https://" in capsys.readouterr().err
+    assert main(["install", "--print", "json", "--connect", "http://127.0.0.1:8000/mcp/github"]) == 0
 
 
 def test_install_json_for_claude_desktop_holds_values_from_the_environment(

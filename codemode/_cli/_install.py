@@ -29,6 +29,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .._errors import ConfigError, UsageError
 from ._common import Commands, add_command, spec_arg
@@ -191,6 +192,16 @@ def build_entry(args: argparse.Namespace, environ: dict[str, str] | None = None)
     if args.connect:
         if not args.connect.startswith(("https://", "http://")):
             raise UsageError(f"--connect {args.connect!r} is not an http(s) URL.", code="config.bad_url")
+        if args.connect.startswith("http://") and urlsplit(args.connect).hostname not in (
+            "127.0.0.1",
+            "localhost",
+            "::1",
+        ):
+            raise UsageError(
+                f"--connect {args.connect!r}: a portal elsewhere must be https:// (codemode connect refuses to send "
+                "tokens in clear; plain http only to this machine).",
+                code="config.bad_url",
+            )
         if args.target:
             raise UsageError("give either a spec or --connect URL, not both.", code="usage.conflict")
         name = _entry_name(args.name) or args.connect.rstrip("/").rsplit("/", 1)[-1] or "codemode"
