@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mcp.server.sse import SseServerTransport
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.streamable_http_manager import DEFAULT_SESSION_IDLE_TIMEOUT, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -34,28 +34,52 @@ if TYPE_CHECKING:
 __all__ = ["MountedServer", "mount_http", "mount_sse"]
 
 
+def _no_sessions(_subject: str) -> int:
+    return 0
+
+
 @dataclass(frozen=True)
 class MountedServer:
-    """An ASGI handler for one server and the lifespan the host must run around it."""
+    """An ASGI handler for one server and the lifespan the host must run around it.
+
+    ``open_sessions(subject)`` counts the live streamable-HTTP sessions that ``subject`` (the
+    ``AccessToken.subject`` a host's middleware put in the scope) opened, so the host can cap them
+    per user (0 for SSE and stateless mounts: the host counts SSE streams itself)."""
 
     handle: Callable[[Scope, Receive, Send], object]
     lifespan: Callable[[], AbstractAsyncContextManager[None]]
+    open_sessions: Callable[[str], int] = _no_sessions
 
 
 def mount_http(
-    server: CodemodeServer, *, stateless: bool = False, security: TransportSecuritySettings | None = None
+    server: CodemodeServer,
+    *,
+    stateless: bool = False,
+    security: TransportSecuritySettings | None = None,
+    max_sessions: int | None = None,
+    session_idle_seconds: float | None = DEFAULT_SESSION_IDLE_TIMEOUT,
 ) -> MountedServer:
-    """Streamable HTTP for ``server``; stateless mode answers with JSON (for replicas)."""
+    """Streamable HTTP for ``server``; stateless mode answers with JSON (for replicas).
+
+    ``max_sessions`` caps the live sessions of this server (the SDK answers 503 beyond it): each
+    holds a task and its streams until the client ends it or it idles for ``session_idle_seconds``.
+    """
     manager = StreamableHTTPSessionManager(
-        app=server.mcp._lowlevel_server, json_response=stateless, stateless=stateless, security_settings=security
-    )
+        app=server.mcp._lowlevel_server, json_response=stateless, stateless=stateless, security_settings=security,
+        max_sessions=max_sessions, session_idle_timeout=session_idle_seconds,
+    )  # fmt: skip
+
+    def open_sessions(subject: str) -> int:
+        # The SDK records who opened each live session (and forgets it when the session ends).
+        owners = manager._session_owners.values()
+        return sum(1 for owner in owners if owner.get("subject") == subject)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         async with server.serving(), manager.run():
             yield
 
-    return MountedServer(handle=manager.handle_request, lifespan=lifespan)
+    return MountedServer(handle=manager.handle_request, lifespan=lifespan, open_sessions=open_sessions)
 
 
 def mount_sse(

@@ -206,6 +206,9 @@ def test_the_client_token_never_reaches_the_mcp_server(tmp_path: Path) -> None:
     seen: list[list[tuple[bytes, bytes]]] = []
 
     class Spy:
+        def open_sessions(self, subject: str) -> int:
+            return 0
+
         async def handle(self, scope: Any, receive: Any, send: Any) -> None:
             seen.append(scope["headers"])
             await send({"type": "http.response.start", "status": 204, "headers": []})

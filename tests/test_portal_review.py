@@ -14,6 +14,7 @@ import logging
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,73 @@ def test_two_portals_on_one_host_keep_their_own_sign_in(portal: RunningPortal, t
                 assert browser.post(f"{base}/login", data=form).status_code == 303
             assert browser.get(f"{second.base}/account").status_code == 200
             assert browser.get(f"{portal.base}/account").status_code == 200, "signed out of the first portal"
+
+
+# -- operational abuse -------------------------------------------------------------------------
+
+
+def user_token(portal: RunningPortal, server: str = "petstore") -> str:
+    name, password = new_user(portal)
+    with Flow(portal) as flow:
+        flow.register()
+        assert flow.login(name, password).status_code == 303
+        access: str = flow.tokens(resource=f"{portal.base}/mcp/{server}")["access_token"]
+        return access
+
+
+def test_one_token_cannot_open_sessions_without_bound(tmp_path: Path) -> None:
+    """Each streamable-HTTP session holds a task and its streams (about 45 kB measured) until the
+    client deletes it or it idles for 30 minutes: one token holder opened 300 in 3 s, and nothing
+    stopped them. Now a user holds at most ``max_sessions_per_user`` per server (SSE streams
+    included); other users are unaffected, and ending a session frees its place."""
+    with running_portal(tmp_path, SERVERS, portal="max_sessions_per_user = 3") as portal:
+        alice, bob = user_token(portal), user_token(portal)
+        with portal.http() as http:
+            opened = [mcp_post(http, "/mcp/petstore", alice) for _ in range(3)]
+            assert [r.status_code for r in opened] == [200, 200, 200]
+            refused = mcp_post(http, "/mcp/petstore", alice)
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "60"
+            assert refused.json()["error"] == "too_many_sessions" and "3 open sessions" in refused.text
+            assert mcp_post(http, "/mcp/petstore", bob).status_code == 200  # another user is not starved
+            sid = opened[0].headers["mcp-session-id"]
+            # requests inside an open session are never refused
+            ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+            inside = mcp_post(http, "/mcp/petstore", alice, ping, **{"mcp-session-id": sid,
+                                                                      "mcp-protocol-version": "2025-06-18"})
+            assert inside.status_code == 200, inside.text
+            ended = http.delete("/mcp/petstore", headers={"Authorization": f"Bearer {alice}", "mcp-session-id": sid,
+                                                          "mcp-protocol-version": "2025-06-18"})  # fmt: skip
+            assert ended.status_code == 200
+            auth = {"Authorization": f"Bearer {alice}", "Accept": "text/event-stream"}
+            with portal.http() as sse, sse.stream("GET", "/sse/petstore", headers=auth) as stream:
+                assert stream.status_code == 200  # the third place, taken by an SSE stream
+                assert mcp_post(http, "/mcp/petstore", alice).status_code == 429
+            deadline = time.monotonic() + 10  # the stream's place is freed once the server sees it closed
+            while mcp_post(http, "/mcp/petstore", alice).status_code != 200:
+                assert time.monotonic() < deadline, "a closed SSE stream kept its place"
+                time.sleep(0.2)
+
+
+def test_per_address_limits_count_an_ipv6_client_by_its_64(tmp_path: Path) -> None:
+    """Registrations and failed sign-ins were counted per exact address: a client with an IPv6 /64
+    (what one subscriber usually gets) had 2**64 addresses to rotate through. Behind a proxy
+    (``trust_forwarded_for``) the address comes from X-Forwarded-For, as here."""
+    extra = "trust_forwarded_for = true\nregistrations_per_ip_hour = 3\nlogin_failures_per_ip = 3\n"
+    meta = {"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}
+    with running_portal(tmp_path, SERVERS, portal=extra) as portal, portal.http() as http:
+
+        def register(address: str) -> int:
+            return http.post("/register", json=meta, headers={"X-Forwarded-For": address}).status_code
+
+        assert [register(f"2001:db8:1:2::{i}") for i in range(1, 4)] == [201, 201, 201]
+        assert register("2001:db8:1:2:ffff:ffff:ffff:fffe") == 429  # the same /64
+        assert register("2001:db8:1:3::1") == 201  # the next /64 is someone else
+        assert [register(a) for a in ("192.0.2.7", "::ffff:192.0.2.7", "192.0.2.7")] == [201, 201, 201]
+        assert register("192.0.2.7") == 429  # an IPv4-mapped address is the IPv4 address
+        with Flow(portal) as flow:
+            page = flow.browser.get("/login")
+            csrf = dict(form_fields(forms(page.text)[-1]))["csrf"]
+            for i in range(1, 5):
+                r = flow.browser.post("/login", headers={"X-Forwarded-For": f"2001:db8:9:9::{i}"},
+                                      data={"username": f"nobody{i}", "password": "wrong-password", "csrf": csrf})
+                assert r.status_code == (401 if i <= 3 else 429), (i, r.status_code)

@@ -98,6 +98,11 @@ class PortalSettings(BaseModel):
     login_failures_per_ip: int = Field(default=30, ge=1, le=100_000, description="failed logins per address per window")
     login_window_seconds: int = Field(default=900, ge=10, le=86_400)
     stateless: bool = Field(default=False, description="stateless streamable HTTP (replicas behind a load balancer)")
+    max_sessions_per_user: int = Field(
+        default=32, ge=1, le=10_000, description="live MCP sessions and SSE streams of one user on one server"
+    )
+    max_sessions: int = Field(default=2000, ge=1, le=1_000_000, description="live streamable-HTTP sessions per server")
+    session_idle_seconds: int = Field(default=1800, ge=10, le=86_400, description="an idle MCP session ends after this")
     allowed_hosts: tuple[str, ...] = Field(default=(), description="extra Host headers accepted (DNS rebinding)")
     trust_forwarded_for: bool = Field(default=False, description="take the client address from X-Forwarded-For")
     oidc: OidcSettings | None = Field(default=None, description="[portal.oidc]: sign-in through OpenID Connect")

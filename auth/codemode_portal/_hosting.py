@@ -218,6 +218,9 @@ def build_servers(
             continue
         item.server, item.title = server, spec.title
         item.scopes = ServerScopes(name, spec, entry.scopes)
-        item.http = mount_http(server, stateless=settings.stateless, security=security)
+        item.http = mount_http(
+            server, stateless=settings.stateless, security=security, max_sessions=settings.max_sessions,
+            session_idle_seconds=settings.session_idle_seconds,
+        )  # fmt: skip
         item.sse = mount_sse(server, message_path=f"/sse/{name}/messages/", security=security)
     return dict(sorted(hosted.items()))

@@ -94,6 +94,7 @@ class ResourceServer:
         self.astore = astore
         self.hosted = hosted
         self.resolver = resolver
+        self._streams: dict[tuple[str, str], int] = {}  # (server, user) -> open SSE streams
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -173,12 +174,31 @@ class ResourceServer:
             "auth": AuthCredentials(list(tok.scopes)),
         }
         mounted = hosted.http if transport == "mcp" else hosted.sse
-        assert mounted is not None
+        assert mounted is not None and hosted.http is not None
+        opens = scope["method"] == "GET" if transport == "sse" else scope["method"] == "POST" and not any(
+            k == b"mcp-session-id" for k, _ in scope["headers"])  # fmt: skip
+        key = (name, tok.user_id)
+        limit = self.settings.max_sessions_per_user
+        if opens and hosted.http.open_sessions(tok.user_id) + self._streams.get(key, 0) >= limit:
+            await _json(send, 429, {"error": "too_many_sessions", "error_description": (
+                f"You have {limit} open sessions on server {name}, the most one user may hold. End one "
+                "(an MCP client does when it closes), or wait until an idle one expires.")},
+                [(b"retry-after", b"60")])  # fmt: skip
+            return
+        streaming = transport == "sse" and opens
+        if streaming:
+            self._streams[key] = self._streams.get(key, 0) + 1
         reset = CURRENT_CALLER.set((name, caller))
         try:
             await mounted.handle(inner, receive, send)  # type: ignore[misc]
         finally:
             CURRENT_CALLER.reset(reset)
+            if streaming:
+                left = self._streams[key] - 1
+                if left:
+                    self._streams[key] = left
+                else:
+                    del self._streams[key]
 
     def _problem(self, view: TokenView | None, name: str) -> str | None:
         if view is None or view.token.kind != "access":

@@ -3,6 +3,7 @@ and the seams for later login methods and account pages (``LoginMethod``, ``NavI
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "PublicPathRedirects",
     "Web",
     "page_headers",
+    "rate_scope",
     "read_form",
 ]
 
@@ -115,11 +117,13 @@ class Web:
         )
 
     def address(self, request: Request) -> str:
+        """Who a per-address limit counts (sign-in failures, registrations, sign-in starts): see
+        :func:`rate_scope`."""
         if self.settings.trust_forwarded_for:
             forwarded = request.headers.get("x-forwarded-for", "")
             if forwarded.strip():
-                return forwarded.split(",")[-1].strip()[:100]
-        return request.client.host if request.client else "unknown"
+                return rate_scope(forwarded.split(",")[-1].strip()[:100])
+        return rate_scope(request.client.host) if request.client else "unknown"
 
     def render(
         self,
@@ -172,6 +176,21 @@ class PublicPathRedirects:
             await send(message)
 
         await self.app(scope, receive, prefixed)
+
+
+def rate_scope(address: str) -> str:
+    """An IPv4 address as it is, an IPv6 address as its /64: one subscriber usually holds a whole
+    /64, so limits counted per IPv6 address would let one client rotate through 2**64 of them. An
+    IPv4-mapped IPv6 address counts as the IPv4 address."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return address[:100]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 SafeNext = Callable[[str | None], str]
