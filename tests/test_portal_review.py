@@ -25,6 +25,8 @@ from mcp import Client
 
 pytest.importorskip("sqlalchemy", reason="the portal extra is not installed: pip install -e '.[portal]'")
 
+from authz_kit import DocServer
+from codemode_portal._app import purge_once
 from portal_harness import PETSTORE, Flow, RunningPortal, form_fields, forms, running_portal
 
 from codemode import Caller, load_spec
@@ -322,3 +324,40 @@ def test_per_address_limits_count_an_ipv6_client_by_its_64(tmp_path: Path) -> No
                 r = flow.browser.post("/login", headers={"X-Forwarded-For": f"2001:db8:9:9::{i}"},
                                       data={"username": f"nobody{i}", "password": "wrong-password", "csrf": csrf})
                 assert r.status_code == (401 if i <= 3 else 429), (i, r.status_code)
+
+
+def test_what_anyone_can_make_the_portal_store_is_purged(tmp_path: Path) -> None:
+    """Storage growth. Without signing in, anyone can make the portal fetch and store a metadata
+    document per /authorize (one row per distinct URL, no limit), and register 30 clients an hour
+    per address; rows of clients nobody ever authorized stayed forever. Every consent also leaves a
+    grant that /account listed as active even after its last token expired."""
+    extra = "allow_private_client_metadata_hosts = true\nclient_metadata_cache_seconds = 0\n"
+    docs = DocServer()
+    try:
+        with running_portal(tmp_path, SERVERS, portal=extra) as portal:
+            store = portal.portal.store
+            for i in range(20):  # anonymous: each request stores a client row
+                with Flow(portal) as anonymous:
+                    anonymous.client_id = docs.document(f"/c/{i}")
+                    page = anonymous.browser.get("/authorize", params=anonymous.authorize_params())
+                    assert page.status_code == 303 and page.headers["location"].startswith("/login"), page.text
+            with Flow(portal) as used:
+                used.client_id = docs.document("/used")
+                name, password = new_user(portal)
+                assert used.login(name, password).status_code == 303
+                used.tokens()
+            assert len([c for c in store.list_clients() if c.kind == "cimd"]) == 21
+            later = time.time() + 2 * 86_400  # two days on: the access token expired, the refresh token not
+            purge_once(store, portal.portal.config.settings, later)
+            assert [c.client_id for c in store.list_clients() if c.kind == "cimd"] == [used.client_id]
+            grants = store.list_grants(user_id=store.find_user(name).id)  # type: ignore[union-attr]
+            assert len(grants) == 1  # its refresh token still works: the grant is live
+            with Flow(portal) as dead:  # a consent whose code was never redeemed
+                dead.client_id = used.client_id
+                assert dead.login(name, password).status_code == 303
+                dead.code()
+            purge_once(store, portal.portal.config.settings, later + 86_400)
+            live = store.list_grants(user_id=store.find_user(name).id)  # type: ignore[union-attr]
+            assert [g.id for g in live] == [g.id for g in grants]  # the unredeemed consent is closed
+    finally:
+        docs.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,32 @@ def test_purge_removes_expired_rows(store: Store) -> None:
     store.add_rate_event("k", NOW - 2 * 86_400)
     assert store.purge(NOW) == 3
     assert store.find_token("old") is None and store.find_token("new") is not None
+
+
+def test_purge_closes_dead_grants_and_drops_unused_clients_and_old_audit(store: Store) -> None:
+    day = 86_400.0
+    store.create_user(user())
+    old = NOW - 2 * day
+    dead, refreshable, pending, young = (replace(grant(g), created_at=old) for g in ("dead", "refresh", "code", "y"))
+    for g in (dead, refreshable, pending, replace(young, created_at=NOW - 60)):
+        store.create_grant(g)
+    store.save_tokens(token("t-dead", gid="dead", expires=NOW - 10), token("t-ref", kind="refresh", gid="refresh"))
+    store.save_code(AuthCode(hash="c1", grant_id="code", client_id="c1", redirect_uri="http://x/cb",
+                             code_challenge="x", resource="r", scopes=(), expires_at=NOW + 30))  # fmt: skip
+    for cid, kind, created in (("c1", "dcr", old), ("spam-dcr", "dcr", NOW - 40 * day), ("new-dcr", "dcr", old),
+                               ("https://doc.example/c", "cimd", old), ("https://doc.example/new", "cimd", NOW)):
+        store.save_client(Client(client_id=cid, name=cid, redirect_uris=("http://x/cb",), auth_method="none",
+                                 kind=kind, created_at=created))  # fmt: skip
+    store.record_audit([AuditRow(at=NOW - 400 * day, event="login"), AuditRow(at=NOW - day, event="login")])
+    store.purge(NOW, unused_clients_before=NOW - 30 * day, audit_before=NOW - 365 * day)
+    revoked = {g.id for g in store.list_grants(active_only=False) if g.revoked_at is not None}
+    assert revoked == {"dead"}  # a live refresh token, a usable code, or a young grant keep theirs
+    assert {g.id for g in store.list_grants(user_id="u1")} == {"refresh", "code", "y"}  # what /account lists
+    kept = {c.client_id for c in store.list_clients()}
+    assert kept == {"c1", "new-dcr", "https://doc.example/new"}  # c1 has grants; the others are recent enough
+    assert [r.at for r in store.list_audit(since=0)] == [NOW - day]
+    store.purge(NOW)  # without retention settings: no registered client and no audit row goes
+    assert {c.client_id for c in store.list_clients()} == kept and len(store.list_audit(since=0)) == 1
 
 
 def test_sqlite_is_migrated_to_head_once(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 from codemode._sandbox import Sandbox
 
 from ._audit import AuditLog
-from ._config import PortalConfig
+from ._config import PortalConfig, PortalSettings
 from ._cors import ApiCors
 from ._extras import PortalExtras, build_extras
 from ._hosting import CredentialResolver, HostedServer, SharedCredentials, build_servers
@@ -36,7 +36,7 @@ from ._store import AsyncStore, SqlStore, Store
 from ._users import Users
 from ._web import LoginMethod, NavItem, PasswordLogin, PublicPathRedirects, Web
 
-__all__ = ["Portal", "build_portal", "serve"]
+__all__ = ["Portal", "build_portal", "purge_once", "serve"]
 
 log = logging.getLogger("codemode.portal")
 PURGE_INTERVAL = 3600.0
@@ -172,7 +172,7 @@ def build_portal(
                     await stack.enter_async_context(h.sse.lifespan())
             async with anyio.create_task_group() as tg:
                 tg.start_soon(audit.run)
-                tg.start_soon(_purge, store)
+                tg.start_soon(_purge, store, settings)
                 try:
                     yield
                 finally:
@@ -208,11 +208,18 @@ class _Rooted:
         await self.app({**scope, "path": path, "root_path": ""}, receive, send)
 
 
-async def _purge(store: Store) -> None:
+def purge_once(store: Store, settings: PortalSettings, now: float | None = None) -> int:
+    """One round of housekeeping with the configured retention (see ``Store.purge``)."""
+    now = time.time() if now is None else now
+    audit_before = now - settings.audit_retention_days * 86_400 if settings.audit_retention_days else None
+    return store.purge(now, unused_clients_before=now - settings.unused_client_days * 86_400, audit_before=audit_before)
+
+
+async def _purge(store: Store, settings: PortalSettings) -> None:
     while True:
         await anyio.sleep(PURGE_INTERVAL)
         try:
-            removed = await anyio.to_thread.run_sync(store.purge, time.time())
+            removed = await anyio.to_thread.run_sync(purge_once, store, settings)
             log.debug("purged %d expired rows", removed)
         except Exception:  # the next round retries
             log.exception("purging expired rows failed")

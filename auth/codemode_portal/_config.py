@@ -94,6 +94,10 @@ class PortalSettings(BaseModel):
     dynamic_registration: bool = Field(default=True, description="RFC 7591 registration at /register")
     registrations_per_ip_hour: int = Field(default=30, ge=1, le=100_000)
     max_redirect_uris: int = Field(default=10, ge=1, le=100)
+    unused_client_days: int = Field(
+        default=30, ge=1, le=3650, description="a registered client never authorized is deleted after this"
+    )
+    audit_retention_days: int = Field(default=365, ge=0, le=36_500, description="audit rows kept (0: forever)")
     login_failures_per_user: int = Field(default=5, ge=1, le=1000, description="failed logins per user per window")
     login_failures_per_ip: int = Field(default=30, ge=1, le=100_000, description="failed logins per address per window")
     login_window_seconds: int = Field(default=900, ge=10, le=86_400)

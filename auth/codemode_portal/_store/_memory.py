@@ -224,11 +224,44 @@ class MemoryStore(UpstreamMemoryMixin):
         return rows[-limit:] if limit else []
 
     # -- housekeeping ---------------------------------------------------------------------
-    def purge(self, now: float) -> int:
+    def purge(
+        self, now: float, *, unused_clients_before: float | None = None, audit_before: float | None = None
+    ) -> int:
+        day_ago = now - RATE_EVENT_MAX_AGE
         with self._lock:
-            before = len(self.codes) + len(self.sessions) + len(self.tokens) + len(self.rate)
-            self.codes = {h: c for h, c in self.codes.items() if c.expires_at >= now - RATE_EVENT_MAX_AGE}
+
+            def size() -> int:
+                kept = (self.codes, self.sessions, self.tokens, self.rate, self.clients, self.audit)
+                return sum(len(rows) for rows in kept)
+
+            before = size()
+            self.codes = {h: c for h, c in self.codes.items() if c.expires_at >= day_ago}
             self.sessions = {h: s for h, s in self.sessions.items() if s[1] >= now}
             self.tokens = {h: tok for h, tok in self.tokens.items() if tok.expires_at >= now}
-            self.rate = [(k, at) for k, at in self.rate if at >= now - RATE_EVENT_MAX_AGE]
-            return before - (len(self.codes) + len(self.sessions) + len(self.tokens) + len(self.rate))
+            self.rate = [(k, at) for k, at in self.rate if at >= day_ago]
+            closed = 0
+            for gid, grant in list(self.grants.items()):
+                if grant.revoked_at is not None or grant.created_at >= day_ago:
+                    continue
+                live = any(
+                    tk.grant_id == gid and tk.revoked_at is None and tk.used_at is None and tk.expires_at > now
+                    for tk in self.tokens.values()
+                ) or any(
+                    cd.grant_id == gid and cd.used_at is None and cd.expires_at > now for cd in self.codes.values()
+                )
+                if not live:
+                    self.grants[gid] = replace(grant, revoked_at=now)
+                    closed += 1
+            used = {g.client_id for g in self.grants.values()}
+
+            def stale(cl: Client) -> bool:
+                if cl.client_id in used:
+                    return False
+                if cl.kind == "cimd":
+                    return cl.created_at < day_ago
+                return unused_clients_before is not None and cl.created_at < unused_clients_before
+
+            self.clients = {k: cl for k, cl in self.clients.items() if not stale(cl)}
+            if audit_before is not None:
+                self.audit = [r for r in self.audit if r.at >= audit_before]
+            return before - size() + closed

@@ -369,12 +369,31 @@ class SqlStore(UpstreamSqlMixin):
         ]  # fmt: skip
 
     # -- housekeeping ---------------------------------------------------------------------
-    def purge(self, now: float) -> int:
+    def purge(
+        self, now: float, *, unused_clients_before: float | None = None, audit_before: float | None = None
+    ) -> int:
         removed = 0
+        day_ago = now - RATE_EVENT_MAX_AGE
+        g, tok, code, cl = t.grants.c, t.tokens.c, t.codes.c, t.clients.c
         with self._tx() as c:
             # used codes stay a day past expiry, so a late replay still revokes its grant
-            removed += c.execute(delete(t.codes).where(t.codes.c.expires_at < now - RATE_EVENT_MAX_AGE)).rowcount
+            removed += c.execute(delete(t.codes).where(code.expires_at < day_ago)).rowcount
             removed += c.execute(delete(t.sessions).where(t.sessions.c.expires_at < now)).rowcount
-            removed += c.execute(delete(t.tokens).where(t.tokens.c.expires_at < now)).rowcount
-            removed += c.execute(delete(t.rate_events).where(t.rate_events.c.at < now - RATE_EVENT_MAX_AGE)).rowcount
+            removed += c.execute(delete(t.tokens).where(tok.expires_at < now)).rowcount
+            removed += c.execute(delete(t.rate_events).where(t.rate_events.c.at < day_ago)).rowcount
+            live_token = select(tok.hash).where(tok.grant_id == g.id, tok.revoked_at.is_(None), tok.used_at.is_(None),
+                                                tok.expires_at > now)  # fmt: skip
+            live_code = select(code.hash).where(code.grant_id == g.id, code.used_at.is_(None), code.expires_at > now)
+            removed += c.execute(
+                sa_update(t.grants)
+                .where(g.revoked_at.is_(None), g.created_at < day_ago, ~live_token.exists(), ~live_code.exists())
+                .values(revoked_at=now)
+            ).rowcount
+            unused = ~select(g.id).where(g.client_id == cl.client_id).exists()
+            stale = (cl.kind == "cimd") & (cl.created_at < day_ago)
+            if unused_clients_before is not None:
+                stale = stale | ((cl.kind == "dcr") & (cl.created_at < unused_clients_before))
+            removed += c.execute(delete(t.clients).where(unused, stale)).rowcount
+            if audit_before is not None:
+                removed += c.execute(delete(t.audit).where(t.audit.c.at < audit_before)).rowcount
         return removed

@@ -199,6 +199,12 @@ class Store(UpstreamStore, Protocol):
     ) -> list[AuditRow]: ...
 
     # -- housekeeping ---------------------------------------------------------------------
-    def purge(self, now: float) -> int:
-        """Delete expired codes, sessions, tokens and old rate events; the number of rows removed."""
+    def purge(
+        self, now: float, *, unused_clients_before: float | None = None, audit_before: float | None = None
+    ) -> int:
+        """Housekeeping; the number of rows removed or closed. Deletes expired codes (a day after
+        expiry), sessions, tokens and old rate events; closes (``revoked_at``) grants a day old that
+        nothing can use any more (no live token, no usable code); deletes metadata-document clients
+        no grant refers to (fetched again when used), registered clients no grant refers to that
+        were created before ``unused_clients_before``, and audit rows before ``audit_before``."""
         ...
