@@ -137,7 +137,8 @@ def test_parse_since() -> None:
 
 def test_codemode_portal_runs_the_bundled_config(tmp_path: Path) -> None:
     """What `make run` does: the bundled portal.toml, a banner with the servers, their scopes and the
-    first-start admin password, then /healthz and sign-in with that password."""
+    first-start admin password, then /healthz and sign-in with that password. Here the banner goes to
+    a log file, so the password goes to a 0600 file beside the database instead of into the log."""
     import re
     import signal
 
@@ -165,8 +166,12 @@ def test_codemode_portal_runs_the_bundled_config(tmp_path: Path) -> None:
         banner = log.read_text()
         assert f"issuer http://127.0.0.1:{port}" in banner
         assert f"http://127.0.0.1:{port}/mcp/petstore" in banner and "petstore:read petstore:write" in banner
-        password = re.search(r"created user 'admin' with password (\S+)", banner)
-        assert password is not None
+        shown = re.search(r"created user 'admin'; its password is in (\S+)", banner)
+        assert shown is not None and Path(shown.group(1)) == tmp_path / "initial-admin-password", banner
+        secret = Path(shown.group(1))
+        assert secret.stat().st_mode & 0o777 == 0o600
+        password = re.fullmatch(r"(\S+)\n", secret.read_text())
+        assert password is not None and password.group(1) not in banner
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
             page = http.get("/login")
             csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
@@ -180,3 +185,8 @@ def test_codemode_portal_runs_the_bundled_config(tmp_path: Path) -> None:
     second = subprocess.run([CODEMODE, "portal", "user", "list", "--config", str(root / "portal.toml"),
                              "--database-url", db], capture_output=True, text=True, timeout=60)
     assert second.stdout.startswith("admin\tadmin\t")
+    changed = subprocess.run([CODEMODE, "portal", "user", "passwd", "admin", "--password-stdin", "--config",
+                              str(root / "portal.toml"), "--database-url", db], input="a-new-admin-password\n",
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    assert not secret.exists()  # the first-start password is stale now: its file goes

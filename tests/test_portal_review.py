@@ -11,7 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import pty
+import re
 import secrets
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +33,7 @@ pytest.importorskip("sqlalchemy", reason="the portal extra is not installed: pip
 from authz_kit import DocServer
 from codemode_portal._app import purge_once
 from portal_harness import PETSTORE, Flow, RunningPortal, form_fields, forms, running_portal
+from upstreams import free_port
 
 from codemode import Caller, load_spec
 from codemode._sandbox import LocalSandbox
@@ -361,3 +367,31 @@ def test_what_anyone_can_make_the_portal_store_is_purged(tmp_path: Path) -> None
             assert [g.id for g in live] == [g.id for g in grants]  # the unredeemed consent is closed
     finally:
         docs.close()
+
+
+# -- the first-start admin password ------------------------------------------------------------
+
+
+def test_the_first_start_password_is_shown_on_a_terminal_only(tmp_path: Path) -> None:
+    """The banner printed the admin password wherever stderr went: ``make run > portal.log``,
+    journald or ``docker logs`` kept it for anyone who reads logs. On a terminal it is still shown
+    once (``make run`` stays usable at once); elsewhere it goes to a 0600 file (tests/test_portal_cli)."""
+    (tmp_path / "portal.toml").write_text(f'[portal]\nport = {free_port()}\ndata_dir = "data"\n')
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([CODEMODE, "portal", "--config", str(tmp_path / "portal.toml")], stdin=subprocess.DEVNULL,
+                            stdout=follower, stderr=follower, start_new_session=True)  # fmt: skip
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 120
+        while b"(shown once" not in seen:
+            assert proc.poll() is None and time.monotonic() < deadline, seen.decode(errors="replace")
+            ready, _, _ = select.select([leader], [], [], 1)
+            if ready:
+                seen += os.read(leader, 4096)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        os.close(leader)
+    assert re.search(rb"created user 'admin' with password \S{20,}", seen), seen
+    assert not (tmp_path / "data" / "initial-admin-password").exists()

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
@@ -36,10 +37,11 @@ from ._store import AsyncStore, SqlStore, Store
 from ._users import Users
 from ._web import LoginMethod, NavItem, PasswordLogin, PublicPathRedirects, Web
 
-__all__ = ["Portal", "build_portal", "purge_once", "serve"]
+__all__ = ["Portal", "admin_password_path", "build_portal", "purge_once", "serve"]
 
 log = logging.getLogger("codemode.portal")
 PURGE_INTERVAL = 3600.0
+ADMIN_PASSWORD_FILE = "initial-admin-password"  # noqa: S105 - a file name
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Portal:
     web: Web
     oauth: PortalAuthorizationServer
     admin_password: str | None = None
+    admin_password_file: Path | None = None  # where the banner sent it instead (not a terminal)
     extra_routes: list[BaseRoute] = field(default_factory=list)
     extras: PortalExtras = field(default_factory=PortalExtras)
 
@@ -72,10 +75,43 @@ class Portal:
         if not self.hosted:
             lines.append("  no servers configured: add [servers.<name>] tables to the config")
         lines += [f"  WARNING: {w}" for w in self.extras.warnings]
-        if self.admin_password:
+        if self.admin_password and self.admin_password_file is not None:
+            lines.append(f"first start: created user 'admin'; its password is in {self.admin_password_file}")
+            lines.append("  (readable by you only; sign in, then change it with `codemode portal user passwd admin`,"
+                         " which deletes the file)")  # fmt: skip
+        elif self.admin_password:
             lines.append(f"first start: created user 'admin' with password {self.admin_password}")
             lines.append("  (shown once; change it with `codemode portal user passwd admin`)")
         return "\n".join(lines)
+
+    def keep_admin_password_out_of(self, stream: TextIO) -> None:
+        """When the banner goes anywhere but a terminal (a log file, journald, ``docker logs``), the
+        first-start password goes to a 0600 file instead: a log is kept, copied and read by others."""
+        if not self.admin_password or _is_terminal(stream):
+            return
+        path = admin_password_path(self.config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(self.admin_password + "\n")
+        self.admin_password_file = path
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def admin_password_path(config: PortalConfig) -> Path:
+    """Where a first-start admin password goes when there is no terminal: beside the SQLite file,
+    else in ``data_dir``."""
+    url = config.database_url
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///")).parent / ADMIN_PASSWORD_FILE
+    return config.data_dir / ADMIN_PASSWORD_FILE
 
 
 def _redact(url: str) -> str:
@@ -230,7 +266,9 @@ def serve(config: PortalConfig, *, out: TextIO | None = None) -> None:
     import uvicorn
 
     portal = build_portal(config)
-    print(portal.banner(), file=out or sys.stderr, flush=True)
+    stream = out or sys.stderr
+    portal.keep_admin_password_out_of(stream)
+    print(portal.banner(), file=stream, flush=True)
     s = config.settings
     uvicorn.run(
         portal.app, host=s.host, port=s.port, log_level="warning", proxy_headers=s.trust_forwarded_for,

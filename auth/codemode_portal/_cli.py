@@ -151,6 +151,10 @@ def _user_passwd(args: argparse.Namespace) -> int:
                                      status="ok", detail=detail)])  # fmt: skip
     finally:
         store.close()
+    if user is not None and user.is_admin:
+        from ._app import admin_password_path
+
+        admin_password_path(config).unlink(missing_ok=True)  # a first-start password file is stale now
     print(f"password of {args.name} changed; signed out of {ended} session(s)")
     return 0
 
