@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ import yaml
 from ._errors import SpecError
 
 __all__ = ["DocumentStore", "Located", "display_uri", "find_root_in_folder", "parse_document"]
+
+
+MAX_SPEC_BYTES = 100_000_000  # per document; the largest real spec in the corpus (GitHub's) is 13 MB
+FETCH_DEADLINE = 120.0
 
 
 def display_uri(uri: str) -> str:
@@ -139,7 +144,7 @@ class DocumentStore:
     root_uri: str
     documents: dict[str, Any] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
-    fetch_timeout: float = 30.0
+    fetch_timeout: float = 30.0  # per connect, read or write; FETCH_DEADLINE bounds a whole download
 
     @classmethod
     def open(cls, source: str) -> DocumentStore:
@@ -181,7 +186,7 @@ class DocumentStore:
         import httpx  # imported lazily: only URL sources need it
 
         try:
-            resp = httpx.get(uri, timeout=self.fetch_timeout, follow_redirects=True)
+            return self._fetch(uri, shown)
         except httpx.HTTPError as exc:
             detail = str(exc).replace(uri, shown)
             raise SpecError(
@@ -189,13 +194,41 @@ class DocumentStore:
                 code="spec.unreachable",
                 where=shown,
             ) from None
-        if resp.status_code >= 400:
-            raise SpecError(
-                f"cannot fetch the spec from {shown}: the server answered HTTP {resp.status_code}.",
-                code="spec.unreachable",
+
+    def _fetch(self, uri: str, shown: str) -> bytes:
+        """The body of ``uri``, at most ``MAX_SPEC_BYTES``, within ``FETCH_DEADLINE`` seconds in all: a
+        server that drips its answer, or sends gigabytes, must not hold up or exhaust whoever loads it
+        (the portal loads its servers' specs at start-up)."""
+        import httpx
+
+        started, deadline = time.monotonic(), FETCH_DEADLINE
+        with httpx.stream("GET", uri, timeout=self.fetch_timeout, follow_redirects=True) as resp:
+            if resp.status_code >= 400:
+                raise SpecError(
+                    f"cannot fetch the spec from {shown}: the server answered HTTP {resp.status_code}.",
+                    code="spec.unreachable",
+                    where=shown,
+                )
+            too_big = SpecError(
+                f"the spec at {shown} is larger than {MAX_SPEC_BYTES:,} bytes.",
+                code="spec.too_large",
                 where=shown,
             )
-        return resp.content
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_SPEC_BYTES:
+                raise too_big
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > MAX_SPEC_BYTES:
+                    raise too_big
+                if time.monotonic() - started > deadline:
+                    raise SpecError(
+                        f"fetching the spec from {shown} took longer than {deadline:g} s.",
+                        code="spec.unreachable",
+                        where=shown,
+                    )
+            return bytes(body)
 
     def load(self, uri: str) -> Any:
         if uri.startswith("file://") and not self.root_uri.startswith("file://"):

@@ -9,6 +9,7 @@ operators' account controls, CORS for browser-based MCP clients, operational abu
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import json
 import logging
 import os
@@ -19,8 +20,9 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,8 @@ from codemode_portal._app import purge_once
 from portal_harness import PETSTORE, Flow, RunningPortal, form_fields, forms, running_portal
 from upstreams import free_port
 
-from codemode import Caller, load_spec
+from codemode import Caller, SpecError, load_spec
+from codemode import _loader as loader
 from codemode._sandbox import LocalSandbox
 from codemode._server import CodemodeServer
 from codemode._settings import ServerSettings
@@ -395,3 +398,105 @@ def test_the_first_start_password_is_shown_on_a_terminal_only(tmp_path: Path) ->
         os.close(leader)
     assert re.search(rb"created user 'admin' with password \S{20,}", seen), seen
     assert not (tmp_path / "data" / "initial-admin-password").exists()
+
+
+# -- a hostile portal.toml: what its spec URLs can do ----------------------------------------------
+
+
+class HostileSpecs:
+    """Spec URLs on loopback that misbehave: dripping forever, endless, redirecting to a file."""
+
+    def __init__(self) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                try:
+                    if self.path == "/to-file":
+                        self.send_response(302)
+                        self.send_header("Location", "file:///etc/passwd")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    if self.path == "/declared-huge":
+                        self.send_header("Content-Length", str(10**12))
+                        self.end_headers()
+                        return
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    part = b'{"openapi": "3.0.3", ' if self.path == "/drip" else b" " * 65536
+                    while True:  # never ends: dripping slowly, or streaming fast
+                        self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                        self.wfile.flush()
+                        time.sleep(0.2 if self.path == "/drip" else 0)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hostile_specs(monkeypatch: pytest.MonkeyPatch) -> Iterator[HostileSpecs]:
+    monkeypatch.setattr(loader, "FETCH_DEADLINE", 2.0)
+    monkeypatch.setattr(loader, "MAX_SPEC_BYTES", 1_000_000)
+    specs = HostileSpecs()
+    yield specs
+    specs.close()
+
+
+def within(seconds: float, fn: Callable[[], Any]) -> Any:
+    """``fn()``, or a failure (not a hang) when it takes longer than ``seconds``."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(_outcome(fn)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert out, f"still running after {seconds} s"
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
+
+
+def _outcome(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception as exc:  # handed to the test thread
+        return exc
+
+
+@pytest.mark.parametrize(("path", "why"), [("/drip", "took longer than 2 s"), ("/endless", "larger than 1,000,000"),
+                                            ("/declared-huge", "larger than 1,000,000"),
+                                            ("/to-file", "UnsupportedProtocol")])  # fmt: skip
+def test_a_spec_url_cannot_hold_up_or_exhaust_the_loader(hostile_specs: HostileSpecs, path: str, why: str) -> None:
+    """A spec server that drips its answer held ``load_spec`` (and so the portal's start-up, for every
+    server) for ever: httpx's timeout is per read, and a read every 0.2 s never times out. One that
+    streams without end filled the memory."""
+    with pytest.raises(SpecError) as info:
+        within(30, lambda: load_spec(hostile_specs.base + path))
+    assert why in info.value.message
+
+
+def test_a_hostile_spec_url_fails_its_server_alone(hostile_specs: HostileSpecs, tmp_path: Path) -> None:
+    servers = SERVERS.split("[servers.private]")[0] + "".join(
+        f'\n[servers.{name}]\nspec = "{hostile_specs.base}/{name}"\nbase_url = "http://127.0.0.1:9"\n'
+        for name in ("drip", "endless"))  # fmt: skip
+
+    def serve_and_check() -> dict[str, Any]:
+        with running_portal(tmp_path, servers) as portal, portal.http() as http:
+            servers_health: dict[str, Any] = http.get("/healthz").json()["servers"]
+            return servers_health
+
+    health = within(60, serve_and_check)
+    assert health["petstore"]["ok"] and health["other"]["ok"]
+    assert "took longer than 2 s" in health["drip"]["error"] and "larger than" in health["endless"]["error"]
