@@ -500,3 +500,17 @@ def test_a_hostile_spec_url_fails_its_server_alone(hostile_specs: HostileSpecs, 
     health = within(60, serve_and_check)
     assert health["petstore"]["ok"] and health["other"]["ok"]
     assert "took longer than 2 s" in health["drip"]["error"] and "larger than" in health["endless"]["error"]
+
+
+def test_a_server_name_cannot_write_to_the_operators_terminal(tmp_path: Path) -> None:
+    """A quoted TOML key may hold any character: ``[servers."\\u001b[2J…\\nfirst start: created user
+    'admin' with password hunter2"]`` cleared the terminal and forged a banner line (the name was
+    refused, and printed as it was in the refusal)."""
+    forged = "first start: created user 'admin' with password hunter2"
+    servers = f'[servers."\\u001b[2J\\u001b[31mpwned\\n{forged}"]\nspec = "x"\n\n' + SERVERS.split("[servers.other]")[0]
+    with running_portal(tmp_path, servers) as portal, portal.http() as http:
+        banner = portal.portal.banner()
+        health = http.get("/healthz").json()["servers"]
+    assert "\x1b" not in banner and not any(line.startswith(forged) for line in banner.splitlines()), banner
+    assert "NOT SERVED" in banner and "\\x1b[2J" in banner  # still reported, escaped
+    assert all(name.isprintable() for name in health) and health["petstore"]["ok"]

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from codemode._sandbox import Sandbox
 
 from ._audit import AuditLog
-from ._config import PortalConfig, PortalSettings
+from ._config import PortalConfig, PortalSettings, printable
 from ._cors import ApiCors
 from ._extras import PortalExtras, build_extras
 from ._hosting import CredentialResolver, HostedServer, SharedCredentials, build_servers
@@ -70,11 +70,11 @@ class Portal:
             if h.ok and h.scopes is not None:
                 lines.append(f"  {name:<{width}}  {s.resource_url(name)}  (SSE: {s.resource_url(name, 'sse')})")
                 lines.append(f"  {'':<{width}}  scopes: {' '.join(h.scopes.supported)}")
-            else:
-                lines.append(f"  {name:<{width}}  NOT SERVED: {h.problem}")
+            else:  # a problem may quote a remote spec: never raw control characters on the terminal
+                lines.append(f"  {name:<{width}}  NOT SERVED: {printable(h.problem or '')}")
         if not self.hosted:
             lines.append("  no servers configured: add [servers.<name>] tables to the config")
-        lines += [f"  WARNING: {w}" for w in self.extras.warnings]
+        lines += [f"  WARNING: {printable(w)}" for w in self.extras.warnings]
         if self.admin_password and self.admin_password_file is not None:
             lines.append(f"first start: created user 'admin'; its password is in {self.admin_password_file}")
             lines.append("  (readable by you only; sign in, then change it with `codemode portal user passwd admin`,"

@@ -50,11 +50,19 @@ __all__ = [
     "ServerEntry",
     "is_loopback_host",
     "load_portal_config",
+    "printable",
 ]
 
 SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SCOPE_SUFFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}$")
 LOOPBACK_NAMES = ("localhost",)
+
+
+def printable(text: str, *, limit: int = 500) -> str:
+    """``text`` for a terminal or a log line: control and other non-printing characters escaped
+    (``\\x1b``, ``\\n``), at most ``limit`` characters."""
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -285,8 +293,10 @@ def load_portal_config(
     for name, raw in raw_servers.items():
         line = lines.line_of(("servers", name))
         if not SERVER_NAME.fullmatch(name):
-            config.failed[name] = (
-                f"{where}:{line or '?'}: servers.{name}: a server name is 1-63 lower-case letters, digits, _ or -"
+            # shown in the banner, /healthz and the index page: escaped, so a name cannot write to the terminal
+            shown = printable(name, limit=64)
+            config.failed[shown] = (
+                f"{where}:{line or '?'}: servers.{shown}: a server name is 1-63 lower-case letters, digits, _ or -"
             )
             continue
         if not isinstance(raw, dict):
