@@ -27,12 +27,14 @@ from codemode._sandbox import Sandbox
 from ._audit import AuditLog
 from ._config import PortalConfig, PortalSettings, printable
 from ._cors import ApiCors
+from ._crypto import SESSION_PREFIX, new_token
+from ._errors import StoreError
 from ._extras import PortalExtras, build_extras
 from ._hosting import CredentialResolver, HostedServer, SharedCredentials, build_servers
 from ._oauth import OAuthContext, PortalAuthorizationServer, oauth_routes
 from ._pages import page_routes
-from ._resource import ResourceServer, prm_document, prm_paths
-from ._session import Sessions
+from ._resource import RETRY_AFTER, UNAVAILABLE, ResourceServer, prm_document, prm_paths
+from ._session import BrowserSession, Sessions
 from ._store import AsyncStore, SqlStore, Store
 from ._users import Users
 from ._web import LoginMethod, NavItem, PasswordLogin, PublicPathRedirects, Web
@@ -224,8 +226,24 @@ def build_portal(
         Mount("/mcp", app=_Rooted(resource, "/mcp")),
         Mount("/sse", app=_Rooted(resource, "/sse")),
     ]
+
+    async def store_unavailable(request: Request, exc: Exception) -> Response:
+        """The database is down: 503 with Retry-After, as JSON for clients, as a page for people."""
+        log.warning("the database is unavailable: %s", exc)
+        headers = {"Retry-After": str(RETRY_AFTER), "Cache-Control": "no-store"}
+        path = request.url.path
+        if path.startswith(("/token", "/revoke", "/register", "/mcp/", "/sse/", "/.well-known/")) or "json" in (
+            request.headers.get("accept", "")
+        ):
+            return JSONResponse(UNAVAILABLE, status_code=503, headers=headers)
+        blank = BrowserSession(new_token(SESSION_PREFIX), None, False)  # no store needed, no cookie set
+        return web.render(blank, "error.html", status=503, headers=headers, title="Temporarily unavailable",
+                          heading="Temporarily unavailable", message="The portal cannot reach its database.",
+                          detail="Nothing was changed. Try again in a few seconds.")  # fmt: skip
+
     middleware = [Middleware(ApiCors), Middleware(PublicPathRedirects, base_path=settings.base_path)]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
+                    exception_handlers={StoreError: store_unavailable})  # fmt: skip
     return Portal(config=config, store=store, app=app, hosted=hosted, audit=audit, users=users, web=web, oauth=oauth,
                   admin_password=admin_password, extra_routes=list(extra_routes), extras=extras)  # fmt: skip
 

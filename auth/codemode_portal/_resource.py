@@ -29,13 +29,17 @@ from codemode import Caller
 
 from ._config import PortalSettings
 from ._crypto import ACCESS_PREFIX, token_hash
+from ._errors import StoreError
 from ._hosting import CURRENT_CALLER, CredentialResolver, HostedServer, MissingCredential
 from ._store import AsyncStore, TokenView
 
-__all__ = ["MAX_TOKEN_CHARS", "ResourceServer", "prm_document", "prm_paths"]
+__all__ = ["MAX_TOKEN_CHARS", "RETRY_AFTER", "UNAVAILABLE", "ResourceServer", "prm_document", "prm_paths"]
 
 log = logging.getLogger("codemode.portal.resource")
 MAX_TOKEN_CHARS = 200
+RETRY_AFTER = 5  # seconds, when the database cannot be reached
+UNAVAILABLE = {"error": "temporarily_unavailable",
+               "error_description": "The portal cannot reach its database; try again shortly."}  # fmt: skip
 
 
 def _prefix(settings: PortalSettings) -> tuple[str, str]:
@@ -146,7 +150,12 @@ class ResourceServer:
             return
         view = None
         if token.startswith(ACCESS_PREFIX) and len(token) <= MAX_TOKEN_CHARS:
-            view = await self.astore.call(self.astore.store.find_token, token_hash(token))
+            try:
+                view = await self.astore.call(self.astore.store.find_token, token_hash(token))
+            except StoreError:  # the database is down: say so (never a 401 for a token that may be valid)
+                log.warning("token check impossible: the database is unavailable")
+                await _json(send, 503, UNAVAILABLE, [(b"retry-after", str(RETRY_AFTER).encode())])
+                return
         problem = self._problem(view, name)
         if problem is not None:
             await refuse(401, "invalid_token", problem)
@@ -158,7 +167,11 @@ class ResourceServer:
             return
         credentials = None
         if hosted.per_user:
-            credentials = await self.resolver.credentials_for(tok.user_id, name)
+            try:
+                credentials = await self.resolver.credentials_for(tok.user_id, name)
+            except StoreError:
+                await _json(send, 503, UNAVAILABLE, [(b"retry-after", str(RETRY_AFTER).encode())])
+                return
             if credentials is None:
                 credentials = MissingCredential(name, f"{self.settings.issuer}/account")
         caller = Caller(subject=tok.user_id, client_id=tok.client_id, denial=hosted.scopes.denial(tok.scopes),

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from .._errors import StoreError
 from .._scopes import ServerScopes
 from .._store import User
 from .._web import Web, read_form
@@ -113,7 +114,7 @@ def oauth_routes(web: Web, server: PortalAuthorizationServer, titles: Callable[[
     async def run(fn: Callable[[], OAuthResponse]) -> OAuthResponse:
         try:
             return await anyio.to_thread.run_sync(fn)
-        except (OAuth2Error, MetadataProblem):  # answers, not bugs: the caller turns them into responses
+        except (OAuth2Error, MetadataProblem, StoreError):  # answers, not bugs (StoreError: a 503 from the app)
             raise
         except Exception:  # a bug: logged here, never shown (RFC 6749 server_error)
             log.exception("the authorization server failed on a request")
@@ -161,6 +162,8 @@ def oauth_routes(web: Web, server: PortalAuthorizationServer, titles: Callable[[
             grant = await anyio.to_thread.run_sync(validate, req)
         except (OAuth2Error, MetadataProblem) as exc:
             return await authorize_error(request, exc)
+        except StoreError:  # the database is down: the app's 503 page
+            raise
         except Exception:  # a bug: logged, shown as a plain error page
             log.exception("validating an authorization request failed")
             return web.error(session, 500, "Something went wrong", "The portal could not handle this request.")

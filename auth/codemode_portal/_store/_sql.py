@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, create_engine, delete, event, func, insert, select
+from sqlalchemy import Connection, Engine, Executable, RowMapping, create_engine, delete, event, func, insert, select
 from sqlalchemy import update as sa_update
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from .._errors import StoreConflict, StoreError
 from . import _schema as t
@@ -83,7 +83,10 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith("postgresql"):
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800)
+        # No pool_pre_ping: it costs a round trip on every checkout, i.e. on every MCP request's token
+        # check. A connection that died (server restart) is detected on use; reads retry once on a
+        # fresh one (SqlStore._read), so only a write in flight at that moment can fail.
+        return create_engine(url, pool_size=5, max_overflow=10, pool_recycle=1800)
     raise StoreError(f"database_url {url.split(':', 1)[0]}:… is not supported (sqlite or postgresql+psycopg).",
                      code="portal.store.url")  # fmt: skip
 
@@ -117,6 +120,25 @@ class SqlStore(UpstreamSqlMixin):
                 f"database unavailable: {type(exc.orig).__name__}", code="portal.store.unavailable"
             ) from exc
 
+    def _read_first(self, stmt: Executable) -> RowMapping | None:
+        """The first row of one read-only statement, without BEGIN/COMMIT round trips (autocommit).
+        A read is safe to repeat, so a connection found dead (the database restarted) is replaced
+        and the read runs once more."""
+        for attempt in (1, 2):
+            try:
+                with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    return conn.execute(stmt).mappings().first()
+            except DBAPIError as exc:
+                if attempt == 1 and exc.connection_invalidated:
+                    log.warning("database connection lost; reading again on a new one")
+                    continue
+                if isinstance(exc, OperationalError):
+                    raise StoreError(
+                        f"database unavailable: {type(exc.orig).__name__}", code="portal.store.unavailable"
+                    ) from exc
+                raise
+        raise AssertionError("unreachable")
+
     # -- health ---------------------------------------------------------------------------
     def ping(self) -> None:
         with self._tx() as c:
@@ -134,13 +156,11 @@ class SqlStore(UpstreamSqlMixin):
             ))  # fmt: skip
 
     def find_user(self, name: str) -> User | None:
-        with self._tx() as c:
-            r = c.execute(select(t.users).where(t.users.c.name == name)).mappings().first()
+        r = self._read_first(select(t.users).where(t.users.c.name == name))
         return _user(r) if r else None
 
     def get_user(self, user_id: str) -> User | None:
-        with self._tx() as c:
-            r = c.execute(select(t.users).where(t.users.c.id == user_id)).mappings().first()
+        r = self._read_first(select(t.users).where(t.users.c.id == user_id))
         return _user(r) if r else None
 
     def list_users(self) -> list[User]:
@@ -169,8 +189,7 @@ class SqlStore(UpstreamSqlMixin):
                 c.execute(insert(t.clients).values(**values))
 
     def find_client(self, client_id: str) -> Client | None:
-        with self._tx() as c:
-            r = c.execute(select(t.clients).where(t.clients.c.client_id == client_id)).mappings().first()
+        r = self._read_first(select(t.clients).where(t.clients.c.client_id == client_id))
         return _client(r) if r else None
 
     def list_clients(self) -> list[Client]:
@@ -187,8 +206,7 @@ class SqlStore(UpstreamSqlMixin):
             ))  # fmt: skip
 
     def get_grant(self, grant_id: str) -> Grant | None:
-        with self._tx() as c:
-            r = c.execute(select(t.grants).where(t.grants.c.id == grant_id)).mappings().first()
+        r = self._read_first(select(t.grants).where(t.grants.c.id == grant_id))
         return _grant(r) if r else None
 
     def list_grants(self, *, user_id: str | None = None, active_only: bool = True) -> list[Grant]:
@@ -225,8 +243,7 @@ class SqlStore(UpstreamSqlMixin):
             ))  # fmt: skip
 
     def find_code(self, code_hash: str) -> AuthCode | None:
-        with self._tx() as c:
-            r = c.execute(select(t.codes).where(t.codes.c.hash == code_hash)).mappings().first()
+        r = self._read_first(select(t.codes).where(t.codes.c.hash == code_hash))
         if r is None:
             return None
         return AuthCode(
@@ -254,8 +271,7 @@ class SqlStore(UpstreamSqlMixin):
             .join(t.grants, t.grants.c.id == t.tokens.c.grant_id)
             .where(t.tokens.c.hash == token_hash)
         )
-        with self._tx() as c:
-            r = c.execute(q).mappings().first()
+        r = self._read_first(q)
         if r is None:
             return None
         return TokenView(_token(r), grant_revoked=r["grant_revoked_at"] is not None)
@@ -299,11 +315,10 @@ class SqlStore(UpstreamSqlMixin):
             c.execute(insert(t.sessions).values(hash=session_hash, user_id=user_id, expires_at=expires_at))
 
     def find_session(self, session_hash: str, now: float) -> str | None:
-        with self._tx() as c:
-            r = c.execute(
-                select(t.sessions.c.user_id).where(t.sessions.c.hash == session_hash, t.sessions.c.expires_at > now)
-            ).first()
-        return str(r[0]) if r else None
+        r = self._read_first(
+            select(t.sessions.c.user_id).where(t.sessions.c.hash == session_hash, t.sessions.c.expires_at > now)
+        )
+        return str(r["user_id"]) if r else None
 
     def delete_session(self, session_hash: str) -> None:
         with self._tx() as c:
