@@ -1,7 +1,8 @@
 """Every benchmark in one command: ``python bench/run.py [--quick]``.
 
-Prints the machine, then the isolate figures (bench_sandbox), search quality (search_eval)
-and the spec-side figures (bench_spec) as markdown. A section that fails prints its error
+Prints the machine, then the isolate figures (bench_sandbox), search quality (search_eval),
+the spec-side figures (bench_spec) and the portal's (bench_portal: token check, search under
+20 concurrent authenticated clients) as markdown. A section that fails prints its error
 and the others still run. The isolate section runs first, so its in-process RSS figures
 are not inflated by the specs the other sections load.
 """
@@ -103,11 +104,17 @@ def execute_section(quick: bool) -> str:
     return str(mod.table(result))
 
 
+def portal_section(quick: bool) -> str:
+    mod = importlib.import_module("bench_portal")
+    return str(mod.table(mod.measure(quick=quick)))
+
+
 SECTIONS: list[tuple[str, Callable[[bool], str]]] = [
     ("Isolate (bench/bench_sandbox.py)", sandbox_section),
     ("Execute (bench/bench_execute.py)", execute_section),
     ("Search quality (bench/search_eval.py)", search_eval_section),
     ("Spec serving (bench/bench_spec.py)", spec_section),
+    ("Portal (bench/bench_portal.py)", portal_section),
 ]
 
 

@@ -447,7 +447,7 @@ def test_401_challenge_points_at_the_endpoints_own_metadata(portal: RunningPorta
         c = challenge(r)
         assert c["scheme"] == "Bearer" and "error" not in c  # RFC 6750 §3.1: no error code without a token
         assert c["resource_metadata"] == f"{portal.base}/.well-known/oauth-protected-resource/{transport}/petstore"
-        assert c["scope"] == "petstore:read"
+        assert c["scope"].split() == ["petstore:read", "petstore:write"]  # what an MCP client then asks for
         prm = http.get(c["resource_metadata"])
     assert prm.status_code == 200
     doc = prm.json()
