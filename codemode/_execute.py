@@ -219,21 +219,25 @@ class Executor:
         scrubber = _Bridge.scrubber_for(self, caller)
         return await self._run(report, _client_key(caller, client), run, scrubber)
 
-    async def run_search_code(self, code: str, *, client: str | None = None) -> ExecuteReport:
-        """Code-mode search: the same isolate, with a read-only ``spec`` instead of ``api``."""
+    async def run_search_code(
+        self, code: str, *, client: str | None = None, caller: Caller | None = None
+    ) -> ExecuteReport:
+        """Code-mode search: the same isolate, with a read-only ``spec`` instead of ``api``. With a
+        ``caller``, ``spec.operations`` marks what that caller may not call (as text search does),
+        and the run counts against the caller's fair share."""
         report = ExecuteReport(outcome=None)
         if not await self._checked(code, report):
             return report
         await self._ready()
-        budget = _SpecBudget(self.settings.max_spec_calls, self._spec_bridge)
+        budget = _SpecBudget(self.settings.max_spec_calls, lambda ch, payload: self._spec_bridge(ch, payload, caller))
 
         def run() -> RunOutcome:
             return self.sandbox.run(code, budget, inject=("spec",), limits=self.settings.limits)
 
-        return await self._run(report, _client_key(None, client), run, self.scrubber)
+        return await self._run(report, _client_key(caller, client), run, self.scrubber)
 
     # -- code-mode search ----------------------------------------------------------------
-    def _spec_bridge(self, channel: str, payload: str) -> tuple[bool, str]:
+    def _spec_bridge(self, channel: str, payload: str, caller: Caller | None = None) -> tuple[bool, str]:
         if channel != "spec":
             return _err("not_allowed", "only `spec` is available in search code; use execute() to call the API")
         try:
@@ -244,7 +248,13 @@ class Executor:
         if what == "operations":
             if self._spec_ops is None:
                 self._spec_ops = json.dumps([self._op_view(op) for op in self.spec.operations])
-            return True, self._spec_ops
+            if caller is None:
+                return True, self._spec_ops
+            marked = []
+            for op, view in zip(self.spec.operations, json.loads(self._spec_ops), strict=True):
+                why = caller.denial(op)
+                marked.append({**view, "callable": why is None, **({"not_callable": why} if why else {})})
+            return True, json.dumps(marked)
         if what == "schemas":
             return True, json.dumps(sorted(self.spec.schemas))
         if what == "schema":

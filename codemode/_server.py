@@ -290,7 +290,7 @@ class CodemodeServer:
         cfg = self.settings.search
         caller = self.caller()
         if code:
-            report = await self.executor().run_search_code(code, client=_session_key(ctx))
+            report = await self.executor().run_search_code(code, client=_session_key(ctx), caller=caller)
             text, is_error = format_execute(report, max_chars=self.settings.execute.max_response_chars)
             return _result(text, is_error)
         if detail:

@@ -27,13 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 from mcp import Client
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 
 pytest.importorskip("sqlalchemy", reason="the portal extra is not installed: pip install -e '.[portal]'")
 
 from authz_kit import DocServer
 from codemode_portal._app import purge_once
+from portal_extras_harness import Bearer
 from portal_harness import PETSTORE, Flow, RunningPortal, form_fields, forms, running_portal
 from upstreams import free_port
 
@@ -269,11 +273,15 @@ def test_two_portals_on_one_host_keep_their_own_sign_in(portal: RunningPortal, t
 
 
 def user_token(portal: RunningPortal, server: str = "petstore") -> str:
+    return user_token_with(portal, server=server)
+
+
+def user_token_with(portal: RunningPortal, *, server: str = "petstore", scope: str | None = None) -> str:
     name, password = new_user(portal)
     with Flow(portal) as flow:
         flow.register()
         assert flow.login(name, password).status_code == 303
-        access: str = flow.tokens(resource=f"{portal.base}/mcp/{server}")["access_token"]
+        access: str = flow.tokens(resource=f"{portal.base}/mcp/{server}", scope=scope)["access_token"]
         return access
 
 
@@ -514,3 +522,73 @@ def test_a_server_name_cannot_write_to_the_operators_terminal(tmp_path: Path) ->
     assert "\x1b" not in banner and not any(line.startswith(forged) for line in banner.splitlines()), banner
     assert "NOT SERVED" in banner and "\\x1b[2J" in banner  # still reported, escaped
     assert all(name.isprintable() for name in health) and health["petstore"]["ok"]
+
+
+# -- the engine side: scopes on every way of calling -------------------------------------------------
+
+
+async def call_tool(portal: RunningPortal, token: str, tool: str, args: dict[str, Any],
+                    server: str = "petstore") -> tuple[str, bool]:  # fmt: skip
+    async with httpx2.AsyncClient(auth=Bearer(token), timeout=120) as http:
+        async with streamable_http_client(f"{portal.base}/mcp/{server}", http_client=http) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                result = await session.call_tool(tool, args)
+    return "".join(getattr(c, "text", "") for c in result.content), bool(result.is_error)
+
+
+EVERY_WAY_TO_WRITE = """
+out = {}
+for label, call in [
+    ("attribute", lambda: api.pet.add(name="Rex", photoUrls=[])),
+    ("METHOD /path", lambda: api.call("POST /pet", name="Rex", photoUrls=[])),
+    ("operationId", lambda: api.call("addPet", name="Rex", photoUrls=[])),
+    ("method in lower case", lambda: api.call("post /pet", name="Rex", photoUrls=[])),
+    ("delete by path", lambda: api.call("DELETE /pet/{petId}", petId=1)),
+]:
+    try:
+        call()
+        out[label] = "called"
+    except PermissionError as e:
+        out[label] = str(e)
+    except Exception as e:
+        out[label] = type(e).__name__ + ": " + str(e)
+result = out
+"""
+
+
+async def test_a_read_only_token_cannot_write_by_any_spelling_dry_run_or_search_code(portal: RunningPortal) -> None:
+    """Scopes checked on every way to name an operation, in dry runs too; code-mode search has no
+    ``api`` at all, and (new) its ``spec.operations`` marks what the token may not call, as text
+    search does: it listed every operation as if callable."""
+    token = user_token_with(portal, scope="petstore:read")
+    for dry_run in (False, True):
+        text, is_error = await call_tool(portal, token, "execute", {"code": EVERY_WAY_TO_WRITE, "dry_run": dry_run})
+        assert not is_error, text
+        out = json.loads(text)["result"]
+        assert len(out) == 5 and all("needs scope petstore:write" in v for v in out.values()), (dry_run, out)
+    code = "result = {o['name']: o.get('not_callable') for o in spec.operations if o['method'] in ('GET', 'POST')}"
+    text, is_error = await call_tool(portal, token, "search", {"code": code})
+    assert not is_error, text
+    marks = json.loads(text)["result"]
+    assert marks["api.pet.add"] and "petstore:write" in marks["api.pet.add"], marks
+    assert marks["api.pet.get_by_id"] is None
+    text, _ = await call_tool(portal, token, "search", {"code": "result = api.pet.get_by_id(1)"})
+    assert "NameError" in text and "api" in text  # search code has no API client
+    text, _ = await call_tool(portal, token, "search", {"query": "add a new pet"})
+    assert "not callable" in text and "petstore:write" in text
+
+
+async def test_a_token_narrowed_at_refresh_is_held_to_its_narrower_scopes(portal: RunningPortal) -> None:
+    name, password = new_user(portal)
+    with Flow(portal) as flow:
+        flow.register()
+        assert flow.login(name, password).status_code == 303
+        full = flow.tokens()
+        narrowed = flow.token(grant_type="refresh_token", refresh_token=full["refresh_token"], scope="petstore:read")
+        assert narrowed.status_code == 200 and narrowed.json()["scope"] == "petstore:read", narrowed.text
+    code = "try:\n    api.pet.add(name='Rex', photoUrls=[])\nexcept PermissionError as e:\n    result = str(e)\n"
+    text, _ = await call_tool(portal, narrowed.json()["access_token"], "execute", {"code": code, "dry_run": True})
+    assert "needs scope petstore:write" in json.loads(text)["result"]
+    text, _ = await call_tool(portal, full["access_token"], "execute", {"code": code, "dry_run": True})
+    assert "result" not in json.loads(text)  # the wider token, still live, may write (a dry run here)
