@@ -8,6 +8,7 @@ operators' account controls, CORS for browser-based MCP clients, operational abu
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import http.server
 import json
@@ -37,13 +38,14 @@ pytest.importorskip("sqlalchemy", reason="the portal extra is not installed: pip
 
 from authz_kit import DocServer
 from codemode_portal._app import purge_once
-from portal_extras_harness import Bearer
-from portal_harness import PETSTORE, Flow, RunningPortal, form_fields, forms, running_portal
+from idp import OAuthProvider
+from portal_extras_harness import ME, Bearer, execute, mcp_token, notes_portal, sign_in
+from portal_harness import PETSTORE, Flow, RunningPortal, form_fields, forms, post_form, running_portal
 from upstreams import free_port
 
 from codemode import Caller, SpecError, load_spec
 from codemode import _loader as loader
-from codemode._sandbox import LocalSandbox
+from codemode._sandbox import LocalSandbox, WasmSandbox
 from codemode._server import CodemodeServer
 from codemode._settings import ServerSettings
 from codemode._upstream import HttpxUpstream, UpstreamRequest, UpstreamSettings
@@ -592,3 +594,53 @@ async def test_a_token_narrowed_at_refresh_is_held_to_its_narrower_scopes(portal
     assert "needs scope petstore:write" in json.loads(text)["result"]
     text, _ = await call_tool(portal, full["access_token"], "execute", {"code": code, "dry_run": True})
     assert "result" not in json.loads(text)  # the wider token, still live, may write (a dry run here)
+
+
+# -- cross-user isolation ----------------------------------------------------------------------------
+
+
+def test_another_users_token_cannot_post_into_an_sse_session(portal: RunningPortal) -> None:
+    """Alice's SSE session id travels in a URL (``/sse/<name>/messages/?session_id=…``): it can leak
+    (proxy logs, a shared screen). Bob's valid token for the same server, or Alice's own token for
+    another server, cannot post into it."""
+    alice, bob = user_token(portal), user_token(portal)
+    alice_other = user_token_with(portal, server="other")
+    with portal.http() as http, http.stream("GET", "/sse/petstore", headers={"Authorization": f"Bearer {alice}",
+                                                                             "Accept": "text/event-stream"}) as sse:
+        assert sse.status_code == 200
+        lines = sse.iter_lines()  # kept: a generator dropped early closes the stream (the client leaves)
+        endpoint = next(line for line in lines if line.startswith("data: ")).removeprefix("data: ")
+        assert endpoint.startswith("/sse/petstore/messages/?session_id="), endpoint
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        with portal.http() as other:
+            assert mcp_post(other, endpoint, bob, ping).status_code == 404  # as if it did not exist
+            assert mcp_post(other, endpoint, alice_other, ping).status_code == 401  # a token for another server
+            crossed = endpoint.replace("/sse/petstore/", "/sse/other/")
+            assert mcp_post(other, crossed, alice_other, ping).status_code == 404  # no such session there
+            assert mcp_post(other, endpoint, alice, ping).status_code == 202  # the owner still can
+
+
+async def test_concurrent_users_each_reach_their_own_upstream_identity_and_audit_row(
+    tmp_path: Path, idp: OAuthProvider
+) -> None:
+    """Per-user credentials under concurrency in the real isolate: alice's and bob's executions
+    interleaved on one server never see each other's upstream identity, and every audit row names
+    the user whose call it was."""
+    direct = idp.register_client(["http://127.0.0.1:9/elsewhere"], scope="notes:read")
+    async with notes_portal(tmp_path, idp, sandbox=WasmSandbox()) as (portal, _):
+        tokens = {}
+        for name in ("alice", "bob"):
+            with sign_in(portal, name) as flow:
+                page = flow.browser.get("/account/credentials")
+                form = next(f for f in forms(page.text) if f["action"] == "/account/credentials/notes/key")
+                pasted = idp.authorize(direct, name, scope="notes:read")["access_token"]
+                fields = [(k, pasted if k == "value" else v) for k, v in form_fields(form)]
+                assert post_form(flow.browser, form["action"], fields).status_code == 303
+                tokens[name] = mcp_token(flow)
+        order = ["alice", "bob"] * 4
+        results = await asyncio.gather(*(execute(portal, tokens[n], ME) for n in order))
+        assert [r["result"]["username"] for r in results] == order, results
+        portal.portal.audit.flush()
+        users = {u.id: u.name for u in portal.portal.store.list_users()}
+        calls = [users[r.user_id] for r in portal.portal.store.list_audit() if r.event == "upstream_call" and r.user_id]
+        assert sorted(calls) == sorted(order)
