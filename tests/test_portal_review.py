@@ -40,7 +40,17 @@ from authz_kit import DocServer
 from codemode_portal._app import purge_once
 from idp import OAuthProvider
 from portal_extras_harness import ME, Bearer, execute, mcp_token, notes_portal, sign_in
-from portal_harness import PETSTORE, Flow, RunningPortal, form_fields, forms, post_form, running_portal
+from portal_harness import (
+    PETSTORE,
+    Flow,
+    RunningPortal,
+    form_fields,
+    forms,
+    location_params,
+    pkce,
+    post_form,
+    running_portal,
+)
 from upstreams import free_port
 
 from codemode import Caller, SpecError, load_spec
@@ -644,3 +654,103 @@ async def test_concurrent_users_each_reach_their_own_upstream_identity_and_audit
         users = {u.id: u.name for u in portal.portal.store.list_users()}
         calls = [users[r.user_id] for r in portal.portal.store.list_audit() if r.event == "upstream_call" and r.user_id]
         assert sorted(calls) == sorted(order)
+
+
+# -- nothing secret in the logs of `codemode --debug portal`, nor in the database -----------------------
+
+
+@pytest.mark.slow
+async def test_debug_logs_and_the_database_hold_no_secret(tmp_path: Path, httpbin_url: str) -> None:
+    """The whole life of a token against a portal run as an operator runs it with ``--debug`` (every
+    library's debug lines, stderr to a file): sign-in, a pasted per-user key and a shared key sent
+    in the query, registration with a client secret, consent, code, PKCE, tokens, refresh, MCP
+    calls, revocation. None of those secrets may appear in the log or, in clear, in the database."""
+    spec = write_spec(tmp_path)
+    port = free_port()
+    (tmp_path / "portal.toml").write_text(f"""[portal]
+port = {port}
+data_dir = "data"
+
+[servers.mine]
+spec = "{spec}"
+base_url = "{httpbin_url}"
+upstream_auth = "per-user"
+upstream_scheme = "key"
+
+[servers.team]
+spec = "{spec}"
+base_url = "{httpbin_url}"
+credentials = {{ key = "TEAM_KEY" }}
+""")
+    found: dict[str, str] = {"shared key": "team-" + secrets.token_hex(12)}
+    log = tmp_path / "portal.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([CODEMODE, "--debug", "portal", "--config", str(tmp_path / "portal.toml")],
+                                stdout=out, stderr=out, start_new_session=True,
+                                env={**os.environ, "TEAM_KEY": found["shared key"]})  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"{base}/healthz", timeout=2, trust_env=False)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                await asyncio.sleep(0.2)
+        found["admin password"] = (tmp_path / "data" / "initial-admin-password").read_text().strip()
+        with httpx.Client(base_url=base, trust_env=False) as browser:
+            page = browser.get("/login")
+            found["csrf"] = dict(form_fields(forms(page.text)[-1]))["csrf"]
+            form = {"username": "admin", "password": found["admin password"], "csrf": found["csrf"], "next": "/"}
+            assert browser.post("/login", data=form).status_code == 303
+            found["session"] = browser.cookies[f"cmp_session_{port}"]
+            page = browser.get("/account/credentials")
+            form = next(f for f in forms(page.text) if f["action"] == "/account/credentials/mine/key")
+            found["pasted key"] = "mine-" + secrets.token_hex(12)
+            fields = [(k, found["pasted key"] if k == "value" else v) for k, v in form_fields(form)]
+            assert post_form(browser, form["action"], fields).status_code == 303
+            access = {}
+            for server in ("mine", "team"):
+                meta = {"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "client_secret_post",
+                        "grant_types": ["authorization_code", "refresh_token"]}  # fmt: skip
+                reg = browser.post("/register", json=meta).json()
+                found[f"{server} client secret"] = reg["client_secret"]
+                verifier, challenge = pkce()
+                found[f"{server} verifier"] = verifier
+                query = {"response_type": "code", "client_id": reg["client_id"], "redirect_uri": "http://127.0.0.1:9/cb",
+                         "state": "s", "code_challenge": challenge, "code_challenge_method": "S256",
+                         "resource": f"{base}/mcp/{server}"}  # fmt: skip
+                page = browser.get("/authorize", params=query)
+                consent = next(f for f in forms(page.text) if f["action"].endswith("/authorize"))
+                approved = post_form(browser, "/authorize", [*form_fields(consent), ("decision", "approve")])
+                code = location_params(approved)
+                found[f"{server} code"] = code["code"]
+                auth = {"client_id": reg["client_id"], "client_secret": reg["client_secret"]}
+                first = browser.post("/token", data={"grant_type": "authorization_code", "code": code["code"],
+                                                     "redirect_uri": "http://127.0.0.1:9/cb", "code_verifier": verifier,
+                                                     **auth}).json()  # fmt: skip
+                second = browser.post("/token", data={"grant_type": "refresh_token",
+                                                      "refresh_token": first["refresh_token"], **auth}).json()
+                for label, value in (("access", first["access_token"]), ("refresh", first["refresh_token"]),
+                                     ("rotated access", second["access_token"]),
+                                     ("rotated refresh", second["refresh_token"])):  # fmt: skip
+                    found[f"{server} {label}"] = value
+                access[server] = second["access_token"]
+                running = RunningPortal(base, None, "")  # type: ignore[arg-type]
+                text, is_error = await call_tool(running, access[server], "execute",
+                                                 {"code": "result = api.call('echo', what='x')"}, server=server)
+                assert not is_error and json.loads(text)["result"]["args"]["api_key"] == "[REDACTED]", text
+                browser.post("/revoke", data={"token": second["refresh_token"], **auth})
+        await asyncio.sleep(1.5)  # the audit rows are written
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    text = log.read_text()
+    assert "httpx: HTTP Request: GET" in text and "api_key=[REDACTED]" in text  # debug lines really were on
+    leaked = {what: text[max(0, text.index(v) - 200):text.index(v) + 40] for what, v in found.items() if v in text}
+    assert not leaked, leaked
+    blob = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("portal.db*"))
+    assert b"upstream_credentials" in blob
+    in_db = [what for what, v in found.items() if v.encode() in blob and what != "admin password"]
+    assert not in_db, in_db
