@@ -109,12 +109,26 @@ def portal_section(quick: bool) -> str:
     return str(mod.table(mod.measure(quick=quick)))
 
 
+def fidelity_section(quick: bool) -> str:
+    import asyncio
+
+    mod = importlib.import_module("fidelity")
+    reports = asyncio.run(mod.run_all(sample=30 if quick else None))
+    return "\n\n".join([
+        mod.table(reports),
+        "Requests that did not validate, by cause:\n\n```\n" + (mod.causes(reports) or "none") + "\n```",
+        "Stand-ins that did not validate, by cause:\n\n```\n" + (mod.causes(reports, "stand_in") or "none") + "\n```",
+        "Left out (constructs openapi-core cannot check):\n\n```\n" + (mod.limits(reports) or "none") + "\n```",
+    ])  # fmt: skip
+
+
 SECTIONS: list[tuple[str, Callable[[bool], str]]] = [
     ("Isolate (bench/bench_sandbox.py)", sandbox_section),
     ("Execute (bench/bench_execute.py)", execute_section),
     ("Search quality (bench/search_eval.py)", search_eval_section),
     ("Spec serving (bench/bench_spec.py)", spec_section),
     ("Portal (bench/bench_portal.py)", portal_section),
+    ("Fidelity (bench/fidelity.py)", fidelity_section),
 ]
 
 

@@ -136,14 +136,52 @@ def _readonly_required(spec: ApiSpec, err: ValidationError) -> bool:
         return False
     props = err.schema.get("properties") or {} if isinstance(err.schema, dict) else {}
     missing = [r for r in err.validator_value if r not in err.instance and f"'{r}'" in err.message]
+    siblings = _allof_siblings(spec, err.schema) if isinstance(err.schema, dict) else {}
     for name in missing:
-        prop = props.get(name) or {}
-        ref = prop.get("$ref") if isinstance(prop, dict) else None
-        if isinstance(ref, str) and ref.startswith(SCHEMA_REF_PREFIX):
-            prop = spec.schemas.get(ref[len(SCHEMA_REF_PREFIX) :], {})
-        if not (isinstance(prop, dict) and prop.get("readOnly")):
+        # defined beside the `required` list, or in another member of the same allOf
+        prop = props.get(name, siblings.get(name))
+        if prop is None or not _is_read_only(spec, prop):
             return False
     return bool(missing)
+
+
+def _allof_siblings(spec: ApiSpec, member: dict[str, Any]) -> dict[str, Any]:
+    """Properties defined by the other members of the named schema's ``allOf`` that ``member`` belongs to."""
+    out: dict[str, Any] = {}
+    for schema in spec.schemas.values():
+        parts = schema.get("allOf") if isinstance(schema, dict) else None
+        if not isinstance(parts, list):
+            continue
+        resolved = [_resolved(spec, p) for p in parts]
+        if any(p is member or r is member for p, r in zip(parts, resolved, strict=True)):
+            for part in resolved:
+                out.update(part.get("properties") or {})
+            break
+    return out
+
+
+def _resolved(spec: ApiSpec, schema: Any) -> dict[str, Any]:
+    for _ in range(16):
+        ref = schema.get("$ref") if isinstance(schema, dict) else None
+        if not (isinstance(ref, str) and ref.startswith(SCHEMA_REF_PREFIX)):
+            break
+        schema = spec.schemas.get(ref[len(SCHEMA_REF_PREFIX) :], {})
+    return schema if isinstance(schema, dict) else {}
+
+
+def _is_read_only(spec: ApiSpec, schema: Any) -> bool:
+    """``readOnly`` on the schema, on what it refers to, or on one of its allOf members."""
+    for _ in range(16):
+        if not isinstance(schema, dict):
+            return False
+        parts = [schema, *(p for p in schema.get("allOf") or [] if isinstance(p, dict))]
+        if any(p.get("readOnly") is True for p in parts):
+            return True
+        ref = next((p["$ref"] for p in parts if isinstance(p.get("$ref"), str)), None)
+        if ref is None or not ref.startswith(SCHEMA_REF_PREFIX):
+            return False
+        schema = spec.schemas.get(ref[len(SCHEMA_REF_PREFIX) :])
+    return False
 
 
 def _is_file_argument(schema: dict[str, Any], value: Any) -> bool:

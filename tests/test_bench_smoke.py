@@ -78,7 +78,7 @@ def test_every_bench_module_imports() -> None:
     bench = Path(__file__).resolve().parents[1] / "bench"
     sys.path.insert(0, str(bench))
     try:
-        for name in ("bench_execute", "bench_sandbox", "bench_spec", "search_eval", "run"):
+        for name in ("bench_execute", "bench_sandbox", "bench_spec", "search_eval", "run", "fidelity"):
             assert importlib.import_module(name) is not None
     finally:
         sys.path.remove(str(bench))
