@@ -16,7 +16,10 @@ Rules (each problem is reported with its line):
   breakpoint input getattr setattr delattr``;
 * frame/code/traceback introspection attributes (``f_globals``, ``tb_frame``...);
 * format strings reaching dunder attributes (``"{0.__class__}"``), and any string
-  naming a dunder attribute (``attrgetter("__init__.__globals__")``);
+  naming one of Python's own special names (``attrgetter("__init__.__globals__")``,
+  ``methodcaller("__reduce__")``). Strings are data too: a dunder Python gives no meaning to
+  (Box's metadata key ``Box__Security__Classification__Key``, Kinto's ``/__heartbeat__``,
+  Kubernetes CEL's ``__dash__`` escapes) passes, as no attribute guard can be bypassed with it;
 * imports outside the allow-list, relative imports and ``*`` imports.
 
 Single-underscore names (``_``, ``_private``, ``obj._asdict()``) are allowed:
@@ -36,7 +39,7 @@ from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTran
 
 from .._errors import UsageError
 
-__all__ = ["BLOCKED_BUILTINS", "HARMLESS_DUNDERS", "check_code"]
+__all__ = ["BLOCKED_BUILTINS", "HARMLESS_DUNDERS", "PYTHON_DUNDERS", "check_code"]
 
 _DYNAMIC = "dynamic code execution is blocked"
 _INTROSPECTION = "introspection builtins are blocked"
@@ -59,8 +62,33 @@ BLOCKED_BUILTINS: dict[str, str] = {
 #: Dunder attributes that only read a name or a docstring (``type(e).__name__``).
 HARMLESS_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__"})
 _FORMAT_DUNDER = re.compile(r"\{[^{}]*\.__")
-# A dunder name inside a string (``attrgetter("__init__.__globals__")``, ``"__class__"``).
-_STRING_DUNDER = re.compile(r"__[A-Za-z0-9_]+__")
+#: The special names Python itself defines (data model, module and function attributes, builtins,
+#: up to CPython 3.14, the guest's). A string naming one is how attribute guards are bypassed
+#: (``attrgetter("__class__")``); a string with any other dunder (``Box__Security__Classification__Key``)
+#: is data. ``tests/test_review_fidelity.py`` checks this covers the host interpreter's own names.
+_SPECIAL_WORDS = """
+    abs abstractmethods add aenter aexit aiter alloc and anext annotate annotate_func annotations
+    annotations_cache args await base bases basicsize bool buffer build_class builtins bytes cached
+    call cause ceil class class_getitem classcell classdict classdictcell closure code complex
+    conditional_annotations contains context copy dataclass_fields dataclass_params debug deepcopy
+    defaults del delattr delete delitem dict dictoffset dir divmod doc enter eq exit file final
+    firstlineno flags float floor floordiv format fspath func ge get getattr getattribute
+    getformat getinitargs getitem getnewargs getnewargs_ex getstate globals gt hash iadd iand ifloordiv
+    ilshift imatmul imod import imul index init init_subclass instancecheck int invert ior ipow
+    irshift isabstractmethod isub itemsize iter itruediv ixor kwdefaults le len length_hint loader lshift
+    lt match_args matmul missing mod module mro mro_entries mul name ne neg new next objclass
+    or orig_bases orig_class origin package parameters path pos post_init pow prepare qualname radd
+    rand rdivmod reduce reduce_ex release_buffer repr reversed rfloordiv rlshift rmatmul rmod rmul ror
+    round rpow rrshift rshift rsub rtruediv rxor self self_class set set_name setattr setitem
+    setstate sizeof slots spec static_attributes str sub subclasscheck subclasses subclasshook
+    suppress_context text_signature thisclass traceback truediv trunc type_params
+    typing_unpacked_tuple_args unpacked weakref weakrefoffset wrapped xor
+""".split()
+PYTHON_DUNDERS = frozenset(f"__{word}__" for word in _SPECIAL_WORDS)
+# One of those names inside a string (``attrgetter("__init__.__globals__")``, ``"__class__"``).
+_STRING_DUNDER = re.compile(
+    "|".join(re.escape(name) for name in sorted(PYTHON_DUNDERS - HARMLESS_DUNDERS, key=len, reverse=True))
+)
 
 
 def _is_dunder(name: str) -> bool:
@@ -88,8 +116,8 @@ class _Policy(RestrictingNodeTransformer):
         self.node_contents_visit(node)
 
     def check_name(self, node: Any, name: str | None, allow_magic_methods: bool = False) -> None:
-        if name is None or not name.startswith("__"):
-            return
+        if name is None or not name.startswith("__") or name in HARMLESS_DUNDERS:
+            return  # `if __name__ == "__main__":` is what models write
         if allow_magic_methods and _is_dunder(name) and getattr(node, "col_offset", 0) != 0:
             return  # a dunder method defined inside a class body
         if name in BLOCKED_BUILTINS:
@@ -121,10 +149,11 @@ class _Policy(RestrictingNodeTransformer):
         if isinstance(node.value, str) and _FORMAT_DUNDER.search(node.value):
             self.reject(node, "format fields reaching dunder attributes are not allowed (e.g. '{0.__class__}')")
         elif isinstance(node.value, str):
-            found = {m for m in _STRING_DUNDER.findall(node.value) if m not in HARMLESS_DUNDERS}
+            found = set(_STRING_DUNDER.findall(node.value))
             if found:
-                self.reject(node, f"strings naming dunder attributes are not allowed ({', '.join(sorted(found))}); "
-                            "they are how attribute guards are bypassed (attrgetter, format)")  # fmt: skip
+                named = ", ".join(sorted(found))
+                self.reject(node, f"strings naming Python's special attributes are not allowed ({named}); "
+                            "they are how attribute guards are bypassed (attrgetter, methodcaller)")  # fmt: skip
         return self.node_contents_visit(node)
 
     def _check_module(self, node: ast.AST, module: str) -> None:

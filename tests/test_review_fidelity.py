@@ -1,0 +1,135 @@
+"""An adversarial review of request fidelity, rendering, naming and the policy pre-check (issue 7),
+on real corpus specs and on what a model would actually write. Every request goes through the server
+with the real upstream client over a recording transport (``httpx.MockTransport``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from codemode import load_spec
+from codemode._errors import UsageError
+from codemode._sandbox import LocalSandbox, check_code
+from codemode._sandbox._policy import PYTHON_DUNDERS
+from codemode._sandbox._protocol import GUEST_MODULES
+from codemode._server import CodemodeServer
+from codemode._settings import ServerSettings
+from codemode._upstream import HttpxUpstream
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
+BOX = CORPUS / "box-openapi.json"
+KINTO = CORPUS / "kinto-26.5.0-served-__api__.json"
+
+
+class Wire:
+    """A recording upstream transport: every request as sent, answered by ``answer``."""
+
+    def __init__(self, answer: Any = None, status: int = 200) -> None:
+        self.requests: list[httpx.Request] = []
+        self.answer = {"ok": True} if answer is None else answer
+        self.status = status
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        if isinstance(self.answer, httpx.Response):
+            return self.answer
+        return httpx.Response(self.status, json=self.answer)
+
+    def json(self, i: int = -1) -> Any:
+        return json.loads(self.requests[i].content)
+
+
+def serve(spec_path: Path | str, wire: Wire, env: dict[str, str] | None = None, **settings: Any) -> CodemodeServer:
+    spec = load_spec(str(spec_path), use_cache=False)
+    settings.setdefault("upstream", {"base_url": "https://api.example.test"})
+    server_settings = ServerSettings(**settings)
+    server = CodemodeServer(spec, server_settings, sandbox=LocalSandbox(), env=env or {})
+    server._upstream = HttpxUpstream(server_settings.upstream, transport=httpx.MockTransport(wire))
+    return server
+
+
+async def run(server: CodemodeServer, code: str, **kw: Any) -> dict[str, Any]:
+    if server._upstream is not None:
+        server._upstream._credentials = server.credentials  # type: ignore[attr-defined]
+    async with server._lifespan(server.mcp):
+        result = await server.execute(code, **kw)
+    text = result.content[0].text  # type: ignore[union-attr]
+    out: dict[str, Any] = json.loads(text)
+    out["is_error"] = result.is_error
+    return out
+
+
+# -- The policy pre-check: real data passes, the tricks it exists for are still refused ------------
+
+
+async def test_box_classification_key_passes_from_model_code() -> None:
+    """Box's real metadata key ``Box__Security__Classification__Key`` (and its JSON-patch path) is data."""
+    wire = Wire({"Box__Security__Classification__Key": "Sensitive"})
+    server = serve(BOX, wire, env={"CODEMODE_O_AUTH_2_SECURITY": "t"})
+    path = "/files/{file_id}/metadata/enterprise/securityClassification-6VMVochwUWo"
+    out = await run(
+        server,
+        f"key = 'Box__Security__Classification__Key'\n"
+        f"api.call('POST {path}', file_id='12345', **{{key: 'Sensitive'}})\n"
+        f"r = api.call('PUT {path}', file_id='12345',"
+        f" body=[{{'op': 'replace', 'path': '/Box__Security__Classification__Key', 'value': 'Top Secret'}}])\n"
+        f"result = r['Box__Security__Classification__Key']",
+    )
+    assert not out["is_error"], out
+    assert out["result"] == "Sensitive"
+    assert wire.json(0) == {"Box__Security__Classification__Key": "Sensitive"}
+    assert wire.json(1) == [{"op": "replace", "path": "/Box__Security__Classification__Key", "value": "Top Secret"}]
+    sent = "/files/12345/metadata/enterprise/securityClassification-6VMVochwUWo"
+    assert [r.url.path for r in wire.requests] == [sent, sent]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "model = 'azure__openai__gpt_4o_mini'",  # Box AI model names
+        "api.call('GET /__heartbeat__')",  # Kinto's health paths
+        "rule = {'expression': 'self.__namespace__ > 0 && object.x__dash__prop > 0'}",  # Kubernetes CEL escapes
+        "graphql = {'__typename': 'Repo', '__proto__': None, '__meta__': 1}",
+        "if __name__ == '__main__':\n    result = __name__",
+    ],
+)
+def test_data_with_dunder_shapes_passes_the_pre_check(code: str) -> None:
+    check_code(code, allowed_modules=GUEST_MODULES)
+
+
+@pytest.mark.parametrize(
+    ("code", "named"),
+    [
+        ("import operator\nf = operator.attrgetter('__class__')", "__class__"),
+        ("import operator\nf = operator.attrgetter('__init__.__globals__')", "__globals__, __init__"),
+        ("from operator import methodcaller\nm = methodcaller('__reduce_ex__', 2)", "__reduce_ex__"),
+        ("import typing\nclass A:\n    x: \"__import__('os')\"\ntyping.get_type_hints(A)", "__import__"),
+        ("s = 'x.__subclasses__'", "__subclasses__"),
+        ("s = 'x__builtins__y'", "__builtins__"),
+    ],
+)
+def test_strings_naming_python_special_names_are_still_refused(code: str, named: str) -> None:
+    with pytest.raises(UsageError) as info:
+        check_code(code, allowed_modules=GUEST_MODULES)
+    assert f"strings naming Python's special attributes are not allowed ({named})" in info.value.message
+
+
+def test_the_special_names_cover_the_interpreters_own() -> None:
+    """Every dunder of the builtin types and the ``types`` module of a clean interpreter is listed."""
+    probe = (
+        "import builtins, json, types\n"
+        "objects = [v for m in (builtins, types) for v in vars(m).values() if isinstance(v, type)]\n"
+        "names = {n for o in [*objects, builtins] for n in dir(o) if n.startswith('__') and n.endswith('__')}\n"
+        "print(json.dumps(sorted(names)))"
+    )
+    clean = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, check=True)
+    found = json.loads(clean.stdout)
+    assert len(found) > 100
+    assert set(found) - PYTHON_DUNDERS == set()
