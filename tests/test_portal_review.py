@@ -33,6 +33,7 @@ import pytest
 from mcp import Client
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from starlette.routing import Route
 
 pytest.importorskip("sqlalchemy", reason="the portal extra is not installed: pip install -e '.[portal]'")
 
@@ -754,3 +755,67 @@ credentials = {{ key = "TEAM_KEY" }}
     assert b"upstream_credentials" in blob
     in_db = [what for what, v in found.items() if v.encode() in blob and what != "admin password"]
     assert not in_db, in_db
+
+
+# -- every form and every page, enumerated from the running app -----------------------------------------
+
+NOT_FORMS = {"/token", "/revoke", "/register"}  # OAuth endpoints: no cookie, authenticated by what they carry
+
+
+async def test_every_form_refuses_a_post_without_its_csrf_token_and_every_page_refuses_framing(
+    tmp_path: Path, idp: OAuthProvider
+) -> None:
+    """Enumerated from the app's routes (so a form added later is covered): a signed-in browser's POST
+    without the CSRF token, or with another session's, is refused with nothing changed; every HTML
+    page carries ``frame-ancestors 'none'`` and ``X-Frame-Options: DENY``."""
+    async with notes_portal(tmp_path, idp) as (portal, _):
+        with sign_in(portal, "alice") as alice, sign_in(portal, "bob") as bob:
+            mcp_token(alice)  # a grant to revoke
+            store = portal.portal.store
+            uid = store.find_user("alice").id  # type: ignore[union-attr]
+            grant = store.list_grants(user_id=uid)[0]
+            fill = {"grant_id": grant.id, "name": "notes"}
+            bobs_csrf = dict(form_fields(forms(bob.browser.get("/account").text)[-1]))["csrf"]
+            routes = [r for r in portal.portal.app.routes if isinstance(r, Route)]
+            posts = [r.path for r in routes if "POST" in (r.methods or ()) and r.path not in NOT_FORMS]
+            assert {"/login", "/logout", "/authorize", "/account/grants/{grant_id}/revoke",
+                    "/account/credentials/{name}/key", "/upstream/{name}/link"} <= set(posts)  # fmt: skip
+            for path in posts:
+                url = path.format(**fill)
+                for csrf in ([], [("csrf", bobs_csrf)]):
+                    body = [*csrf, ("username", "alice"), ("password", "alice-portal-password"),
+                            ("scheme", "bearer"), ("value", "x" * 20), ("decision", "approve")]  # fmt: skip
+                    r = post_form(alice.browser, url, body)
+                    assert r.status_code == 403, (url, csrf, r.status_code, r.text[:200])
+            assert store.get_grant(grant.id).revoked_at is None  # type: ignore[union-attr]
+            assert store.get_upstream_credential(uid, "notes") is None
+            assert signed_in(alice)
+            pages = [r.path.format(**fill) for r in routes if ("GET" in (r.methods or ()) and "{" not in r.path)
+                     or r.path.endswith("/callback")]  # fmt: skip
+            html = set()
+            for who in (alice, Flow(portal)):
+                for url in pages:
+                    r = who.browser.get(url.format(**fill))
+                    if r.headers.get("content-type", "").startswith("text/html"):
+                        html.add(url)
+                        csp = r.headers.get("content-security-policy", "")
+                        assert "frame-ancestors 'none'" in csp and r.headers["x-frame-options"] == "DENY", url
+            assert {"/", "/login", "/account", "/account/credentials", "/authorize",
+                    "/upstream/notes/callback"} <= html, html  # fmt: skip
+
+
+DISGUISED = ["Claude\u202e\u2066 (official)", "Clau\u200bde", "Inspector\u2028Allow", "Bad\ufeffName",
+             "\u2067evil\u2069"]
+
+
+@pytest.mark.parametrize("name", DISGUISED)
+def test_a_client_name_cannot_disguise_itself_on_the_consent_page(portal: RunningPortal, name: str) -> None:
+    """Control characters were refused, not Unicode format characters: a right-to-left override or a
+    zero-width space in the name the consent page shows lets a client pass for another."""
+    with portal.http() as http:
+        r = http.post("/register", json={"redirect_uris": ["http://127.0.0.1:9/cb"], "client_name": name,
+                                         "token_endpoint_auth_method": "none"})  # fmt: skip
+        assert r.status_code == 400 and r.json()["error"] == "invalid_client_metadata", r.text
+        ok = http.post("/register", json={"redirect_uris": ["http://127.0.0.1:9/cb"], "client_name": "Café 日本 ✓",
+                                          "token_endpoint_auth_method": "none"})  # fmt: skip
+        assert ok.status_code == 201 and ok.json()["client_name"] == "Café 日本 ✓"

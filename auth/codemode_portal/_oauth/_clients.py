@@ -7,6 +7,7 @@ import ipaddress
 import json
 import re
 import time
+import unicodedata
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ __all__ = [
     "validate_metadata",
 ]
 
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
 GRANT_TYPES = ("authorization_code", "refresh_token")
 MAX_URI = 2000
@@ -116,8 +118,10 @@ class ClientMetadata(BaseModel):
     @field_validator("client_name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
-        if value is not None and any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-            raise ValueError("client_name must not contain control characters")
+        # The consent page shows the name: control characters, and invisible format characters that
+        # reorder or hide text (right-to-left overrides, zero-width characters), could disguise it.
+        if value is not None and any(unicodedata.category(c) in HIDDEN_CATEGORIES for c in value):
+            raise ValueError("client_name must not contain control, format or other invisible characters")
         return value or None
 
 
