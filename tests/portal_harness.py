@@ -34,7 +34,7 @@ REDIRECT = "http://127.0.0.1:9/callback"  # never contacted: the tests read the 
 class RunningPortal:
     base: str
     portal: Portal
-    password: str  # the admin's
+    password: str  # the admin's ("" for a replica of a database that already had users)
 
     def http(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=60, trust_env=False, **kwargs)
@@ -61,7 +61,6 @@ def running_portal(
 
         sandbox = LocalSandbox()
     built = build_portal(config, sandbox=sandbox, env=dict(env or {}))
-    assert built.admin_password is not None
     server = uvicorn.Server(uvicorn.Config(built.app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="portal-under-test", daemon=True)
     thread.start()
@@ -71,7 +70,8 @@ def running_portal(
             raise RuntimeError("the portal did not start")
         time.sleep(0.02)
     try:
-        yield RunningPortal(f"http://127.0.0.1:{port}", built, built.admin_password)
+        # no admin password for a second replica on a database that already has users
+        yield RunningPortal(f"http://127.0.0.1:{port}", built, built.admin_password or "")
     finally:
         server.should_exit = True
         thread.join(30)

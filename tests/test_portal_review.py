@@ -819,3 +819,46 @@ def test_a_client_name_cannot_disguise_itself_on_the_consent_page(portal: Runnin
         ok = http.post("/register", json={"redirect_uris": ["http://127.0.0.1:9/cb"], "client_name": "Café 日本 ✓",
                                           "token_endpoint_auth_method": "none"})  # fmt: skip
         assert ok.status_code == 201 and ok.json()["client_name"] == "Café 日本 ✓"
+
+
+# -- two replicas on one database -------------------------------------------------------------------------
+
+PUBLIC = "http://127.0.0.1:1"  # what the load balancer in front of both replicas would be
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_two_replicas_share_sign_in_tokens_replay_detection_and_account_controls(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    """Behind a load balancer each request may reach either replica: a sign-in, a form, a token, a
+    rotation and a revocation made on one hold on the other at the very next request."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_db_url")
+    extra = f'public_url = "{PUBLIC}"\n'
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with running_portal(tmp_path / "a", SERVERS, portal=extra, database_url=url) as a, running_portal(
+        tmp_path / "b", SERVERS, portal=extra, database_url=url
+    ) as b:
+        assert a.password and not b.password  # one admin, created once
+        name, password = new_user(a)
+        resource = f"{PUBLIC}/mcp/petstore"
+        with Flow(a) as flow:
+            flow.register()
+            assert flow.login(name, password).status_code == 303
+            page = flow.consent_page(resource=resource)
+            assert page.status_code == 200, page.text
+            flow.browser.base_url = httpx.URL(b.base)  # the same browser lands on the other replica
+            assert signed_in(flow)  # the session and the CSRF key are shared
+            approved = flow.decide(page)  # a form served by a, posted to b
+            assert approved.status_code == 302, approved.text
+            tokens = flow.exchange(location_params(approved)["code"], resource=resource).json()
+            with a.http() as on_a, b.http() as on_b:
+                assert mcp_post(on_b, "/mcp/petstore", tokens["access_token"]).status_code == 200
+                rotated = flow.token(grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+                assert rotated.status_code == 200
+                flow.browser.base_url = httpx.URL(a.base)
+                replayed = flow.token(grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+                assert replayed.status_code == 400  # the rotated token, replayed on the other replica
+                fresh = rotated.json()["access_token"]
+                assert mcp_post(on_a, "/mcp/petstore", fresh).status_code == 401  # the grant was burnt
+                assert mcp_post(on_b, "/mcp/petstore", fresh).status_code == 401
