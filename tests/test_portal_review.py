@@ -862,3 +862,40 @@ def test_two_replicas_share_sign_in_tokens_replay_detection_and_account_controls
                 fresh = rotated.json()["access_token"]
                 assert mcp_post(on_a, "/mcp/petstore", fresh).status_code == 401  # the grant was burnt
                 assert mcp_post(on_b, "/mcp/petstore", fresh).status_code == 401
+
+
+# -- cross-server isolation: every spelling of a resource ------------------------------------------------
+
+
+def spellings(base: str, port: str) -> list[str]:
+    host = base.removeprefix("http://").rsplit(":", 1)[0]
+    return [f"{base}/mcp/petstore/", f"{base}/MCP/petstore", f"{base}/mcp/PETSTORE", f"{base}/mcp/petstore%2F",
+            f"{base}/mcp/other/../petstore", f"{base}//mcp/petstore", f"http://localhost:{port}/mcp/petstore",
+            f"HTTP://{host.upper()}:{port}/mcp/petstore", f"{base}:80/mcp/petstore", f"{base}/mcp/petstore?x=1",
+            f"{base}/mcp/petstore#f", f"http://[::ffff:{host}]:{port}/mcp/petstore",
+            f"{base}/mcp/petstore/."]  # fmt: skip
+
+
+def test_a_resource_is_one_exact_url_and_a_token_serves_only_its_server(portal: RunningPortal) -> None:
+    """RFC 8707 targets compared as exact strings, never normalised into another server; a token for
+    petstore reaches nothing of ``other`` by any path spelling."""
+    port = portal.base.rsplit(":", 1)[1]
+    name, password = new_user(portal)
+    with Flow(portal) as flow:
+        flow.register()
+        assert flow.login(name, password).status_code == 303
+        for resource in spellings(portal.base, port):
+            r = flow.browser.get("/authorize", params=flow.authorize_params(resource=resource))
+            assert r.status_code == 302 and location_params(r)["error"] == "invalid_target", (resource, r.text)
+        code, _ = flow.code()
+        for resource in spellings(portal.base, port)[:4]:
+            r = flow.exchange(code, resource=resource)
+            assert r.status_code == 400 and r.json()["error"] == "invalid_target", resource
+        token = flow.exchange(code).json()["access_token"]  # the code survived the refused attempts
+    with portal.http() as http:
+        for path in ["/mcp/other", "/mcp/other/", "/mcp/OTHER", "/mcp/other%2F", "/mcp/petstore%2F..%2Fother",
+                     "/mcp/petstore/..%2Fother", "/sse/other", "/sse/other/messages/", "/mcp/other/messages/",
+                     "/mcp/other%00", "/mcp//other", "/mcp/petstore/../other"]:  # fmt: skip
+            r = mcp_post(http, path, token)
+            assert r.status_code in (401, 404), (path, r.status_code, r.text[:200])
+        assert mcp_post(http, "/mcp/petstore", token).status_code == 200
