@@ -793,8 +793,8 @@ async def test_every_form_refuses_a_post_without_its_csrf_token_and_every_page_r
             pages = [r.path.format(**fill) for r in routes if ("GET" in (r.methods or ()) and "{" not in r.path)
                      or r.path.endswith("/callback")]  # fmt: skip
             html = set()
-            for who in (alice, Flow(portal)):
-                for url in pages:
+            with Flow(portal) as anonymous:
+                for who, url in [(who, url) for who in (alice, anonymous) for url in pages]:
                     r = who.browser.get(url.format(**fill))
                     if r.headers.get("content-type", "").startswith("text/html"):
                         html.add(url)
