@@ -415,7 +415,6 @@ class _Bridge:
         return self._send(op, replace(upstream_request, caller=self.caller, deadline=self.deadline), started)
 
     def _send(self, op: Operation, upstream_request: UpstreamRequest, started: float) -> tuple[bool, str]:
-        settings = self.ex.settings
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:  # validation may have used the rest: never send after the deadline
             return self._timed_out(f" before {op.label} was sent")
@@ -428,18 +427,26 @@ class _Bridge:
             return self._timed_out(f" while waiting for {op.label}")
         except UpstreamError as exc:
             self._record(op, exc.code, started)
-            return _err("api_error", self.scrubber().scrub_text(exc.message), op=op.key)
+            scrubber = self.scrubber()
+            body = self._error_body(scrub_body(scrubber, exc.body)) if exc.body is not None else None
+            return _err("api_error", scrubber.scrub_text(exc.message), status=exc.status, body=body, op=op.key)
         self._record(op, response.status, started)
         scrubber = self.scrubber()
+        if 300 <= response.status < 400:  # never followed; where it points (Location, body) stays on the host
+            return _err("api_error", f"{op.label} answered HTTP {response.status}, a redirect, which is not "
+                        f"followed (api.{op.key})", status=response.status, op=op.key)  # fmt: skip
         body = scrub_body(scrubber, response.body)
         if 200 <= response.status < 300:
             self._check_response(op, body, scrubber)
             return True, json.dumps(body, default=str)
-        text = json.dumps(body, default=str) if not isinstance(body, str) else body
-        if len(text) > settings.max_error_body_chars:
-            body = text[: settings.max_error_body_chars] + "…[truncated]"
         return _err("api_error", f"{op.label} failed with HTTP {response.status} (api.{op.key})",
-                    status=response.status, body=body, op=op.key)  # fmt: skip
+                    status=response.status, body=self._error_body(body), op=op.key)  # fmt: skip
+
+    def _error_body(self, body: Any) -> Any:
+        """An error body as it is, or cut to ``max_error_body_chars`` of its JSON text."""
+        cap = self.ex.settings.max_error_body_chars
+        text = json.dumps(body, default=str) if not isinstance(body, str) else body
+        return text[:cap] + "…[truncated]" if len(text) > cap else body
 
     def _record(self, op: Operation, status: int | str, started: float) -> None:
         ms = round((time.perf_counter() - started) * 1000, 1)

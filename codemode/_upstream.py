@@ -378,8 +378,17 @@ class HttpxUpstream:
         if media.endswith(("/json", "+json")):
             try:
                 return scrubber.scrub_obj(jsonlib.loads(body))
-            except ValueError:
-                media = "text/plain"  # not JSON after all: hand it over as text
+            except ValueError as exc:
+                text = body.decode(charset or "utf-8", errors="replace")
+                if not response.is_success:  # already an error: its text is the best account of it
+                    return scrubber.scrub_text(text)
+                raise UpstreamError(
+                    f"HTTP {response.status_code}, but the response is not valid JSON although its Content-Type is"
+                    f" {media} ({_json_problem(exc)}); its text is in ApiError.body.",
+                    code="upstream.invalid_json",
+                    status=response.status_code,
+                    body=scrubber.scrub_text(text),
+                ) from None
         if _is_text(media):
             try:
                 text = body.decode(charset or "utf-8", errors="replace")
@@ -469,6 +478,12 @@ def _is_text(media: str) -> bool:
             "application/x-yaml",
         )
     )
+
+
+def _json_problem(exc: ValueError) -> str:
+    if isinstance(exc, jsonlib.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    return type(exc).__name__
 
 
 def _host_port(url: httpx.URL) -> str:

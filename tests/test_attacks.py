@@ -135,6 +135,11 @@ def channel_refused(out: RunOutcome, bridge: Bridge) -> None:
     assert bridge.calls == []  # refused by the host before reaching the bridge
 
 
+def direct_channel_refused(out: RunOutcome, bridge: Bridge) -> None:
+    assert out.ok and out.result[0] is False and "unknown channel 'secrets'" in out.result[1], out
+    assert bridge.calls == []
+
+
 def big_argument_delivered(out: RunOutcome, bridge: Bridge) -> None:
     assert out.ok, out.error
     assert bridge.calls == [("invoke", 5_000_000 + len('{"op": "x.y", "args": [""], "kwargs": {}}'))]
@@ -299,6 +304,27 @@ ATTACKS = [
         "format fields reaching dunder attributes",
     ),
     Attack("runtime_sabotage", BYPASS + "I('json').dumps = None", error_is("IsolateError")),
+    # Review finding 7: ways past the pre-check without writing a dunder. The policy does not see
+    # them (it is an early, friendly error, not a wall); the guest's module views and the host's
+    # limits do.
+    Attack("typing_sys", "import typing\nresult = str(typing.sys.modules['os'])", error_is("AttributeError")),
+    Attack("dataclasses_inspect", "import dataclasses\nresult = str(dataclasses.inspect)", error_is("AttributeError")),
+    Attack("random_os", "import random\nresult = random._os.getcwd()", error_is("AttributeError")),
+    Attack(
+        "attrgetter_dunder",
+        "import operator\nresult = str(operator.attrgetter('_' * 2 + 'class' + '_' * 2)(1))",
+        error_is("AttributeError", contains="dunder"),
+    ),
+    Attack(
+        "methodcaller_dunder",
+        "import operator\nresult = operator.methodcaller('_' * 2 + 'reduce_ex' + '_' * 2, 2)(1)",
+        error_is("AttributeError", contains="dunder"),
+    ),
+    # str.format still reads attributes by name: a string comes out, never an object
+    Attack(
+        "format_dunder_runtime", "result = ('{0.%sclass%s}' % ('_' * 2, '_' * 2)).format(1)", result_is("<class 'int'>")
+    ),
+    Attack("bridge_direct_channel", "result = api._call('secrets', '{}')", direct_channel_refused),
     # -- the bridge -------------------------------------------------------------
     Attack("bad_channel", BYPASS + "I('sys').modules['wit_world.imports.host'].call('secrets', '{}')", channel_refused),
     Attack("huge_argument", "api.x.y('a' * 5_000_000)", big_argument_delivered),
@@ -385,8 +411,17 @@ def test_bypass_code_is_rejected_by_policy() -> None:
     assert "access to '__globals__'" in info.value.message and "use of '__import__'" not in info.value.message
 
 
-def test_no_file_written_on_host() -> None:
-    assert not os.path.exists("/tmp/codemode-pwned")
+def test_no_file_written_on_host(sandbox: WasmSandbox, tmp_path: Path) -> None:
+    """Self-contained: the write is attempted here, in every form, then the host is checked."""
+    target = tmp_path / "codemode-pwned"
+    for code in (
+        BYPASS + f"B.open({str(target)!r}, 'w').write('x')",
+        f"import io\nio.FileIO({str(target)!r}, 'w').write(b'x')",
+        BYPASS + f"I('os').open({str(target)!r}, I('os').O_CREAT | I('os').O_WRONLY)",
+    ):
+        out = sandbox.run(code, Bridge(), limits=FAST)
+        assert not out.ok and out.error is not None and out.error.type == "FileNotFoundError", out
+    assert not target.exists() and not os.path.exists("/tmp/codemode-pwned")
 
 
 # =====================================================================================
@@ -505,7 +540,7 @@ def test_unique_items_is_linear_and_keeps_json_equality() -> None:
 SLEEPER = """import dataclasses, time
 try:
     sleep = dataclasses.inspect.getclosurevars(time.sleep).nonlocals['blocking']
-except TypeError:
+except (TypeError, AttributeError):
     sleep = time.sleep
 sleep(90)"""
 

@@ -120,13 +120,21 @@ result = {"headers": echo, "anything": anything["headers"]}
     assert out["result"]["anything"]["Authorization"] == "[REDACTED]"
 
 
-async def test_basic_auth_scheme_from_env_is_injected(httpbin_url: str, wasm: WasmSandbox) -> None:
-    spec = load_spec(str(SPECS / "httpbin-0.10.4-served-spec.json"))
+async def test_basic_auth_scheme_from_env_is_injected(httpbin_url: str, wasm: WasmSandbox, tmp_path: Path) -> None:
+    """A basic-auth security scheme (added to httpbin's spec, which has none) is really injected and never seen."""
+    raw = json.loads((SPECS / "httpbin-0.10.4-served-spec.json").read_text())
+    raw["securityDefinitions"] = {"auth": {"type": "basic"}}
+    raw["security"] = [{"auth": []}]
+    path = tmp_path / "httpbin-basic.json"
+    path.write_text(json.dumps(raw))
     server = CodemodeServer(
-        spec,
+        load_spec(str(path)),
         ServerSettings(upstream=UpstreamSettings(base_url=httpbin_url)),
         sandbox=wasm,
-        env={"CODEMODE_AUTH_TOKEN": SECRET},
+        env={"CODEMODE_AUTH": f"user:{SECRET}"},
     )
-    text, _ = await run_code(server, "result = api.call('GET /anything')['headers']")
-    assert SECRET not in text
+    text, is_error = await run_code(server, "result = api.call('GET /headers')['headers']")
+    assert not is_error, text
+    headers = json.loads(text)["result"]
+    assert headers["Authorization"] == "[REDACTED]"  # it was sent (httpbin echoed it) and scrubbed
+    assert SECRET not in text and base64.b64encode(f"user:{SECRET}".encode()).decode() not in text

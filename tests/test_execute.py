@@ -478,3 +478,26 @@ async def test_building_the_isolate_does_not_count_against_the_timeout(req_spec:
     out = await run(ex, "result = api.call('putRaw', body={})")
     assert not out["is_error"], out
     assert out["result"] == {"ok": True} and len(up.requests) == 1
+
+
+async def test_error_bodies_are_cut_to_max_error_body_chars(spec: Any) -> None:
+    long = {"detail": "x" * 10_000}
+    ex, _ = make(spec, FakeUpstream({("GET", "/pet/1"): (500, long), ("GET", "/pet/2"): (500, "y" * 10_000)}),
+                 max_error_body_chars=100)  # fmt: skip
+    code = (
+        "out = []\nfor i in (1, 2):\n    try:\n        api.pet.get_by_id(i)\n    except ApiError as e:\n"
+        "        out.append(e.body)\nresult = out"
+    )
+    first, second = (await run(ex, code))["result"]
+    assert first == json.dumps(long)[:100] + "…[truncated]"
+    assert second == "y" * 100 + "…[truncated]"
+    ex, _ = make(spec, FakeUpstream({("GET", "/pet/1"): (500, {"detail": "short"})}), max_error_body_chars=100)
+    assert (await run(ex, code.replace("(1, 2)", "(1,)")))["result"] == [{"detail": "short"}]  # kept as it is
+
+
+async def test_response_notes_are_capped(spec: Any) -> None:
+    wrong = {("GET", f"/pet/{i}"): (200, {"id": f"s{i}", "name": "n", "photoUrls": []}) for i in range(10)}
+    ex, _ = make(spec, FakeUpstream(wrong))
+    out = await run(ex, "for i in range(10):\n    api.pet.get_by_id(i)")
+    differs = [n for n in out["notes"] if "differs from the spec" in n]
+    assert len(differs) == 3, out["notes"]  # MAX_RESPONSE_NOTES

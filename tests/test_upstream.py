@@ -127,8 +127,14 @@ async def test_text_binary_and_bad_json_bodies() -> None:
         httpx.Response(200, content=b'{"x":1}', headers={"Content-Type": "application/hal+json"}),
         httpx.Response(200, content=b"plain"),
     )
+    bodies: list[Any] = []
     async with make(handler) as up:
-        bodies = [(await up.send(req())).body for _ in range(6)]
+        for _ in range(6):
+            try:
+                bodies.append((await up.send(req())).body)
+            except UpstreamError as exc:  # JSON promised, not delivered: an error that carries the text
+                assert exc.code == "upstream.invalid_json" and exc.status == 200 and "line 1 column 2" in exc.message
+                bodies.append(exc.body)
     assert bodies[0] == "héllo"
     assert bodies[1] == {
         "base64": base64.b64encode(png).decode(),

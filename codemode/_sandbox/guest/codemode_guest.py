@@ -19,6 +19,8 @@ from __future__ import annotations
 import builtins
 import importlib
 import json
+import operator
+import types
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -227,15 +229,73 @@ class _Output:
         self.write(sep.join(str(a) for a in args) + end)
 
 
+def _no_dunder(kind: str, names: tuple[Any, ...]) -> None:
+    for name in names:
+        if isinstance(name, str) and any(p.startswith("__") for p in name.split(".")):
+            raise AttributeError(f"{kind}() of dunder attributes is not allowed ({name!r})")
+
+
+def _attrgetter(*names: Any) -> Any:
+    _no_dunder("attrgetter", names)
+    return operator.attrgetter(*names)
+
+
+def _methodcaller(name: Any, /, *args: Any, **kwargs: Any) -> Any:
+    _no_dunder("methodcaller", (name,))
+    return operator.methodcaller(name, *args, **kwargs)
+
+
+#: Functions of allowed modules replaced in the guest's view of them.
+_GUARDED: dict[tuple[str, str], Any] = {
+    ("operator", "attrgetter"): _attrgetter,
+    ("operator", "methodcaller"): _methodcaller,
+}
+
+
+class _Views:
+    """What ``import`` gives model code: a view of each allowed module without the modules it
+    imported for itself (``typing.sys``, ``dataclasses.inspect``, ``random._os``), so that
+    ``sys``, ``os`` and ``inspect`` are not one attribute away. The real modules are untouched.
+
+    A cheap guard, not a wall (the isolate is the wall): functions in these modules still
+    hold their real globals, which the policy check keeps out of reach of ordinary code.
+    """
+
+    def __init__(self, allowed: frozenset[str]) -> None:
+        self.allowed = allowed
+        self.views: dict[str, types.ModuleType] = {}
+
+    def _visible(self, owner: str, value: types.ModuleType) -> bool:
+        name = value.__name__
+        return name in self.allowed or name.startswith(owner + ".")
+
+    def view(self, module: types.ModuleType) -> types.ModuleType:
+        name = module.__name__
+        if name in self.views:
+            return self.views[name]
+        view = types.ModuleType(name, module.__doc__)
+        self.views[name] = view  # before filling: modules may refer to each other
+        for key, value in list(vars(module).items()):
+            if isinstance(value, types.ModuleType):
+                if self._visible(name, value):
+                    setattr(view, key, self.view(value))
+            elif (name, key) in _GUARDED:
+                setattr(view, key, _GUARDED[(name, key)])
+            elif key not in ("__loader__", "__spec__", "__builtins__", "__path__", "__file__", "__cached__"):
+                setattr(view, key, value)
+        return view
+
+
 def _make_import(allowed: frozenset[str]) -> Callable[..., Any]:
     real_import = builtins.__import__
     listing = ", ".join(sorted(allowed))
+    views = _Views(allowed)
 
     def guarded_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
         from_children = bool(fromlist) and all(f"{name}.{child}" in allowed for child in fromlist)
         if level != 0 or not (name in allowed or from_children):
             raise ImportError(f"import of {name!r} is not allowed; allowed modules: {listing}")
-        return real_import(name, globals, locals, fromlist, 0)
+        return views.view(real_import(name, globals, locals, fromlist, 0))
 
     return guarded_import
 
