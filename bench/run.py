@@ -122,6 +122,23 @@ def fidelity_section(quick: bool) -> str:
     ])  # fmt: skip
 
 
+def fuzz_section(quick: bool) -> str:
+    mod = importlib.import_module("spec_fuzz")
+    cases = 200 if quick else 1000
+    started = time.perf_counter()
+    results = mod.run(list(range(cases)))
+    head = (
+        f"{len(results)} mutated specs from {len(mod.corpus())} corpus specs in {time.perf_counter() - started:.0f} s; "
+        "each must load or give a one-line spec.* error within 10 s."
+    )
+    return head + "\n\n" + str(mod.table(results))
+
+
+def hardening_section(quick: bool) -> str:
+    mod = importlib.import_module("bench_harden")
+    return str(mod.table(mod.measure(quick=quick)))
+
+
 SECTIONS: list[tuple[str, Callable[[bool], str]]] = [
     ("Isolate (bench/bench_sandbox.py)", sandbox_section),
     ("Execute (bench/bench_execute.py)", execute_section),
@@ -129,6 +146,8 @@ SECTIONS: list[tuple[str, Callable[[bool], str]]] = [
     ("Spec serving (bench/bench_spec.py)", spec_section),
     ("Portal (bench/bench_portal.py)", portal_section),
     ("Fidelity (bench/fidelity.py)", fidelity_section),
+    ("Host-side limits (bench/bench_harden.py)", hardening_section),
+    ("Spec loader fuzz (bench/spec_fuzz.py)", fuzz_section),
 ]
 
 

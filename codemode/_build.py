@@ -113,6 +113,14 @@ class _Builder:
     def warn(self, pointer: str, message: str) -> None:
         self.warnings.append(SpecWarning(pointer, message))
 
+    def listed(self, node: dict[str, Any], where: str, key: str = "parameters") -> list[Any]:
+        """``node[key]`` when it is a list; anything else is one warning and no items (not one per character)."""
+        value = node.get(key)
+        if value is None or isinstance(value, list):
+            return value or []
+        self.warn(f"{where}/{key}", f"{key} is a {type(value).__name__}, not a list; ignored")
+        return []
+
     # -- top level -----------------------------------------------------------------------
     def servers(self, node: Any, where: str) -> tuple[str, ...]:
         out: list[str] = []
@@ -432,8 +440,8 @@ class _Builder:
         global_security: tuple[tuple[str, ...], ...], path_servers: tuple[str, ...],
     ) -> _Draft:  # fmt: skip
         path_where = where.rsplit("/", 1)[0]
-        nodes = [(n, item_uri, f"{path_where}/parameters/{i}") for i, n in enumerate(item.get("parameters") or [])]
-        nodes += [(n, uri, f"{where}/parameters/{i}") for i, n in enumerate(op.get("parameters") or [])]
+        nodes = [(n, item_uri, f"{path_where}/parameters/{i}") for i, n in enumerate(self.listed(item, path_where))]
+        nodes += [(n, uri, f"{where}/parameters/{i}") for i, n in enumerate(self.listed(op, where))]
         resolved = self.collect_params(nodes)
         params: list[tuple[str, str, bool, dict[str, Any], str, str | None, bool | None]] = []
         body: Body | None = None

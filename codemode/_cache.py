@@ -10,9 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import pickle
-import tempfile
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -20,7 +19,7 @@ from ._build import build_spec
 from ._errors import SpecError
 from ._ir import ApiSpec
 from ._loader import DocumentStore, find_root_in_folder
-from ._paths import default_cache_dir
+from ._paths import atomic_write, default_cache_dir
 
 __all__ = ["IR_FORMAT", "default_cache_dir", "load_spec"]
 
@@ -73,8 +72,16 @@ def load_spec(source: str, *, cache_dir: Path | None = None, use_cache: bool = T
         cached = _read_cache(entry)
         if cached is not None:
             return cached
-    store = DocumentStore.open(str(root) if root is not None else source)
-    spec = build_spec(store, source)
+    try:
+        store = DocumentStore.open(str(root) if root is not None else source)
+        spec = build_spec(store, source)
+    except RecursionError:  # the loader's one boundary for nesting Python cannot follow
+        raise SpecError(
+            f"{source}: the spec nests deeper than can be followed (at most about "
+            f"{sys.getrecursionlimit() // 4} levels of objects and arrays).",
+            code="spec.too_deep",
+            where=source,
+        ) from None
     if entry is not None:
         _write_cache(entry, store, spec)
     return spec
@@ -98,14 +105,12 @@ def _read_cache(entry: Path) -> ApiSpec | None:
 def _write_cache(entry: Path, store: DocumentStore, spec: ApiSpec) -> None:
     deps = {uri: h for uri, h in store.hashes.items() if uri != store.root_uri and uri.startswith("file://")}
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump((deps, spec), fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, entry)
+        atomic_write(entry, lambda fh: pickle.dump((deps, spec), fh, protocol=pickle.HIGHEST_PROTOCOL))
         _prune(entry.parent)
     except OSError as exc:  # a read-only cache dir must not stop the server
         log.warning("could not write IR cache %s: %s", entry, exc.strerror)
+    except (pickle.PicklingError, RecursionError, TypeError) as exc:  # an IR pickle cannot write: serve uncached
+        log.warning("could not write IR cache %s (%s)", entry, type(exc).__name__)
 
 
 def _prune(folder: Path, keep: int = MAX_CACHED_SPECS) -> None:

@@ -23,7 +23,6 @@ import importlib.util
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -469,12 +468,10 @@ def operation_matrix(
     with step(progress, name, total=len(texts)) as s:
         matrix = embedder.embed_documents(texts, s).astype(np.float32)
     entry = _cache_entry(spec, embedder, cache_dir)
+    from ._paths import atomic_write
+
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, matrix, allow_pickle=False)
-        os.replace(tmp, entry)
+        atomic_write(entry, lambda fh: np.save(fh, matrix, allow_pickle=False))
     except OSError as exc:  # a read-only cache dir must not stop search
         log.warning("could not write embedding cache %s: %s", entry, exc.strerror)
     return matrix

@@ -26,6 +26,9 @@ strings. Secrets shorter than :data:`MIN_SUBSTRING_LENGTH` would match ordinary 
 are only replaced where a whole string equals them; the server refuses such credentials at
 start-up (see :func:`codemode._credentials.check_secrets`).
 
+Matching runs on RE2 (``google-re2``): linear in the text, about twenty times faster than
+``re`` on these alternations, which matters because bodies are scrubbed while the GIL is held.
+
 Derived forms are the caller's to add: ``Basic <base64(user:pass)>`` and ``Bearer <token>``
 (see :func:`basic_auth_forms`); :class:`~codemode._credentials.Credentials` adds them for the
 schemes it injects.
@@ -46,6 +49,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import re2
+
 __all__ = [
     "MIN_SUBSTRING_LENGTH",
     "REDACTED",
@@ -57,6 +62,7 @@ __all__ = [
 
 REDACTED = "[REDACTED]"
 MIN_SUBSTRING_LENGTH = 6
+_RE2_MAX_MEM = 256 << 20  # RE2's compile and DFA budget for one matcher
 _EXTENDED_CACHE = 32  # derived scrubbers kept (one per set of caller secrets)
 _WIDE_ENCODINGS = ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
 _JSON_SHORT = {"/": "/", '"': '"', "\\": "\\", "\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t"}
@@ -127,11 +133,58 @@ def _bytes_pattern(secret: str, charsets: Iterable[str]) -> bytes:
     return b"|".join(alternatives)
 
 
+def _re2_options(latin1: bool = False) -> Any:
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = _RE2_MAX_MEM
+    if latin1:  # byte-transparent: a pattern byte matches that byte, whatever the text's encoding
+        options.encoding = re2.Options.Encoding.LATIN1
+    return options
+
+
+class _Matcher:
+    """One alternation of secret patterns on RE2 (linear time, fast: bodies are scrubbed while the
+    GIL is held); Python's ``re`` only for text RE2 cannot take (lone surrogates) or a pattern
+    over RE2's memory budget."""
+
+    def __init__(self, pattern: str) -> None:
+        self.source = pattern
+        try:
+            self.re2: Any = re2.compile(pattern, options=_re2_options())
+        except re2.error:
+            self.re2 = None
+        self._re: re.Pattern[str] | None = None
+
+    def _python(self) -> re.Pattern[str]:
+        if self._re is None:
+            self._re = re.compile(self.source)
+        return self._re
+
+    def sub(self, replacement: str, text: str) -> str:
+        if self.re2 is not None:
+            try:
+                return str(self.re2.sub(_literal(replacement), text))
+            except UnicodeEncodeError:
+                pass
+        return self._python().sub(lambda _m: replacement, text)
+
+
+def _compile_bytes(pattern: bytes) -> Any:
+    try:
+        return re2.compile(pattern, options=_re2_options(latin1=True))
+    except re2.error:
+        return re.compile(pattern)
+
+
+def _literal(replacement: str) -> str:
+    return replacement.replace("\\", "\\\\")
+
+
 @dataclass(frozen=True)
 class _State:
     long: frozenset[str]
     short: frozenset[str]
-    pattern: re.Pattern[str] | None
+    pattern: _Matcher | None
 
 
 class Scrubber:
@@ -140,7 +193,7 @@ class Scrubber:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._state = _State(frozenset(), frozenset(), None)
         self._lock = threading.Lock()
-        self._bytes: dict[str, list[tuple[re.Pattern[bytes], bytes]]] = {}
+        self._bytes: dict[str, list[tuple[Any, bytes]]] = {}
         self._extended: dict[frozenset[str], Scrubber] = {}
         self.add(*secrets)
 
@@ -169,7 +222,7 @@ class Scrubber:
             pattern = None
             if long:
                 ordered = sorted(long, key=lambda s: (-len(s), s))
-                pattern = re.compile("|".join(_secret_pattern(s) for s in ordered))
+                pattern = _Matcher("|".join(_secret_pattern(s) for s in ordered))
             # Publish the new state in one assignment: readers never see a half build.
             self._state = _State(frozenset(long), frozenset(short), pattern)
             self._bytes = {}
@@ -226,15 +279,15 @@ class Scrubber:
             data = pattern.sub(replacement, data)
         return data
 
-    def _bytes_patterns(self, charset: str) -> list[tuple[re.Pattern[bytes], bytes]]:
+    def _bytes_patterns(self, charset: str) -> list[tuple[Any, bytes]]:
         cached = self._bytes.get(charset)
         if cached is None:
             ordered = sorted(self._state.long, key=lambda s: (-len(s), s))
             narrow = ["utf-8", charset] if _ascii_compatible(charset) else ["utf-8"]
-            cached = [(re.compile(b"|".join(_bytes_pattern(s, narrow) for s in ordered)), REDACTED.encode("ascii"))]
+            cached = [(_compile_bytes(b"|".join(_bytes_pattern(s, narrow) for s in ordered)), REDACTED.encode("ascii"))]
             for wide in _WIDE_ENCODINGS:
                 raw = b"|".join(re.escape(s.encode(wide, "surrogatepass")) for s in ordered)
-                cached.append((re.compile(raw), REDACTED.encode(wide)))
+                cached.append((_compile_bytes(raw), REDACTED.encode(wide)))
             self._bytes = {**self._bytes, charset: cached}
         return cached
 

@@ -114,3 +114,11 @@ def test_extended_adds_secrets_without_changing_the_original() -> None:
     both = base.extended(["user-secret-2"])
     assert both.scrub_text("server-secret-1 user-secret-2") == "[REDACTED] [REDACTED]"
     assert base.scrub_text("user-secret-2") == "user-secret-2"
+
+
+def test_text_re2_cannot_take_is_scrubbed_all_the_same() -> None:
+    s = Scrubber(["pässwörd-0123"])
+    assert s.scrub_text("lone \ud800 surrogate, pässwörd-0123") == "lone \ud800 surrogate, [REDACTED]"
+    assert s.scrub_text("p%C3%A4ssw%c3%b6rd-0123") == "[REDACTED]"
+    assert s.scrub_bytes("pässwörd-0123".encode("latin-1"), "latin-1") == b"[REDACTED]"
+    assert s.scrub_bytes(b"a\\" + "pässwörd-0123".encode() + b"\\b") == b"a\\[REDACTED]\\b"

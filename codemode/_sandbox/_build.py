@@ -35,7 +35,7 @@ import wasmtime
 from wasmtime.component import Component
 
 from .._errors import SandboxError
-from .._paths import default_cache_dir
+from .._paths import atomic_write, default_cache_dir
 from .._progress import Reporter, step
 
 __all__ = [
@@ -100,16 +100,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, fsync=True)
 
 
 @contextmanager
