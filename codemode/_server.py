@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, EmptyResult, SetLevelRequestParams, TextContent, ToolAnnotations
@@ -184,8 +185,16 @@ class CodemodeServer:
 
     @property
     def index(self) -> SearchIndex:
+        """The search index, built now if it is not yet (blocks: use :meth:`ready_index` from async code)."""
         if not self._index_ready.is_set():
             self._build_index()
+        assert self._index is not None
+        return self._index
+
+    async def ready_index(self) -> SearchIndex:
+        """The search index; while it builds, the wait happens off the event loop (other sessions go on)."""
+        if not self._index_ready.is_set():
+            await anyio.to_thread.run_sync(self._build_index)
         assert self._index is not None
         return self._index
 
@@ -297,7 +306,7 @@ class CodemodeServer:
             return self._detail(detail.strip(), caller)
         n = min(limit or cfg.default_limit, cfg.max_limit)
         answer = answer_search(
-            self.index, query, tag=tag, method=method, path_prefix=path_prefix, limit=n,
+            await self.ready_index(), query, tag=tag, method=method, path_prefix=path_prefix, limit=n,
             budget_tokens=cfg.max_response_tokens, denial=caller.denial if caller is not None else None,
         )  # fmt: skip
         return _result(answer.text, answer.is_error)

@@ -103,3 +103,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped, but CODEMODE_REQUIRE_ALL=1 (make test) allows no skip: {reason}"
+
+
+_HEAVY_FIXTURES = {
+    "sandbox": "isolate", "wasm": "isolate", "httpbin_url": "upstream_server", "kinto": "upstream_server",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by what they start: ``isolate`` (the real wasm sandbox), ``upstream_server`` (a real
+    loopback API). ``make mutants`` runs the others (``-m "not isolate and not upstream_server"``)."""
+    for item in items:
+        for fixture in set(getattr(item, "fixturenames", ())) & set(_HEAVY_FIXTURES):
+            item.add_marker(getattr(pytest.mark, _HEAVY_FIXTURES[fixture]))

@@ -968,3 +968,57 @@ async def test_an_exploded_object_cannot_smuggle_the_credential_query_name(tmp_p
     assert recorder.requests == []
     text, _ = await tool(server, "execute", {"code": "result = api.call('listItems', filter={'colour': 'red'})"})
     assert recorder.requests and recorder.requests[0].params == [("colour", "red")]
+
+
+# -- hygiene found on the way -----------------------------------------------------------
+
+
+async def test_search_waits_for_the_index_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search that arrives while the index builds must not stop every other session meanwhile."""
+    import codemode._server as server_module
+
+    real = server_module.SearchIndex
+
+    def slow_index(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.0)  # a big spec's index build, holding the builder's thread
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(server_module, "SearchIndex", slow_index)
+    server = CodemodeServer(load_spec(str(PETSTORE)), ServerSettings(), sandbox=LocalSandbox(), env={})
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    result = await server.search(query="find pets by status")
+    task.cancel()
+    assert "find_pets_by_status" in result.content[0].text  # type: ignore[union-attr]
+    assert ticks >= 30, ticks  # the loop kept running while the index was built
+
+
+async def test_a_bridge_failure_logs_a_traceback_at_debug_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "sk-live-0123456789abcdef"
+
+    class Broken(Recorder):
+        async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+            raise RuntimeError(f"internal bug while sending with {secret}")
+
+    settings = ServerSettings(upstream=UpstreamSettings(headers={"X-Api-Key": secret}))
+    server = CodemodeServer(load_spec(str(PETSTORE)), settings, sandbox=LocalSandbox(), upstream=Broken(), env={})
+    with caplog.at_level(logging.DEBUG, logger="codemode"):
+        text, is_error = await tool(server, "execute", {"code": "api.pet.get_by_id(1)"})
+    assert is_error and secret not in text
+    tracebacks = [r for r in caplog.records if r.levelno == logging.DEBUG and r.exc_text]
+    assert tracebacks and "RuntimeError" in tracebacks[0].exc_text, caplog.text
+    assert secret not in caplog.text and "[REDACTED]" in caplog.text
+
+
+def test_readme_counts_the_attack_programs() -> None:
+    """The README's count of isolate attack programs is this file's (it once said 60 for 57)."""
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"`tests/test_attacks.py`: (\d+) programs run in the isolate", readme)
+    assert found is not None and int(found.group(1)) == len(ATTACKS) + len(LEAKS), found
