@@ -455,7 +455,7 @@ def guest_override(request: UpstreamRequest, reserved: Reserved, static_headers:
         if (lower in statics and statics[lower] != value) or ("header", lower) in reserved:
             return f"header {name!r} is set by the server (a static header or a credential); leave it out"
     for name in request.cookies:
-        if ("cookie", name.lower()) in reserved:
+        if ("cookie", name.lower()) in reserved or "cookie" in statics:  # a static Cookie header is whole
             return f"cookie {name!r} carries the server's credential; leave it out"
     for name, _ in request.params:
         if ("query", name.lower()) in reserved:

@@ -79,7 +79,7 @@ class ExactHostCheck:
         return f"{match.group(1)}://{name}{'' if port is None else f':{port}'}" in self.origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
+        if scope["type"] == "http":  # the MCP transports have no websocket routes
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
             if not self.host_ok(headers.get("host")):
                 await _refuse(send, 421, "Invalid Host header")

@@ -144,8 +144,7 @@ def _re2_options(latin1: bool = False) -> Any:
 
 class _Matcher:
     """One alternation of secret patterns on RE2 (linear time, fast: bodies are scrubbed while the
-    GIL is held); Python's ``re`` only for text RE2 cannot take (lone surrogates) or a pattern
-    over RE2's memory budget."""
+    GIL is held); Python's ``re`` only for a pattern over RE2's memory budget."""
 
     def __init__(self, pattern: str) -> None:
         self.source = pattern
@@ -161,11 +160,9 @@ class _Matcher:
         return self._re
 
     def sub(self, replacement: str, text: str) -> str:
+        """Raises ``UnicodeEncodeError`` for text RE2 cannot take (the caller goes through bytes)."""
         if self.re2 is not None:
-            try:
-                return str(self.re2.sub(_literal(replacement), text))
-            except UnicodeEncodeError:
-                pass
+            return str(self.re2.sub(_literal(replacement), text))
         return self._python().sub(lambda _m: replacement, text)
 
 
@@ -248,7 +245,11 @@ class Scrubber:
             return REDACTED
         if state.pattern is None:
             return text
-        return state.pattern.sub(REDACTED, text)
+        try:
+            return state.pattern.sub(REDACTED, text)
+        except UnicodeEncodeError:  # lone surrogates (JSON allows them): the same spellings, as bytes
+            scrubbed = self.scrub_bytes(text.encode("utf-8", "surrogatepass"), "utf-8")
+            return scrubbed.decode("utf-8", "surrogatepass")
 
     def scrub_obj(self, obj: Any) -> Any:
         """Scrub strings anywhere in JSON-like data: dict keys and values, lists, tuples."""

@@ -72,7 +72,12 @@ def _compiled(pattern: str) -> Any:
 def pattern_search(pattern: str, text: str) -> bool:
     """``re.search`` semantics on RE2; True (not checked) for a pattern RE2 cannot run."""
     compiled = _compiled(pattern)
-    return True if compiled is None else compiled.search(text) is not None
+    if compiled is None:
+        return True
+    try:
+        return compiled.search(text) is not None
+    except UnicodeEncodeError:  # lone surrogates (JSON allows them): matched as U+FFFD
+        return compiled.search(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")) is not None
 
 
 class _Re2Module:

@@ -509,6 +509,9 @@ def test_patterns_run_in_linear_time_and_unsupported_ones_are_not_checked() -> N
     errors = list(cls({"type": "string", "pattern": CLOUDFLARE_PATTERN}).iter_errors(value))
     assert len(errors) == 1 and time.monotonic() - started < 5  # hang bound: backtracking would take years
     assert not list(cls({"type": "string", "pattern": CLOUDFLARE_PATTERN}).iter_errors("my-index"))
+    # a lone surrogate (valid in JSON, not in UTF-8) is a value like any other, never a host failure
+    assert len(list(cls({"type": "string", "pattern": "^[a-z]+$"}).iter_errors("\ud800x"))) == 1
+    assert not list(cls({"type": "string", "pattern": "x$"}).iter_errors("\ud800x"))
     # lookaround is not RE2: not checked on the host (the upstream judges), never an exception
     assert not list(cls({"type": "string", "pattern": "^(?=a)b$"}).iter_errors("zzz"))
     # patternProperties / additionalProperties (3.1) go through RE2 too
@@ -864,6 +867,9 @@ async def test_guest_query_and_cookie_cannot_replace_injected_credentials(tmp_pa
     assert guest_override(cookie, frozenset({("cookie", "sid")}), {}) is not None
     same = UpstreamRequest(operation="x", method="GET", url="https://h/x", headers={"accept": "a/b"})
     assert guest_override(same, frozenset(), {"Accept": "a/b"}) is None  # equal to the static one: no override
+    # an operator's static Cookie header is one credential: no guest cookie goes beside it
+    assert guest_override(cookie, frozenset(), {"Cookie": "session=sk-live-0123456789"}) is not None
+    assert guest_override(cookie, frozenset(), {}) is None
 
 
 # -- finding 5: allow/deny patterns ----------------------------------------------------
