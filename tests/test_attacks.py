@@ -1028,3 +1028,33 @@ def test_readme_counts_the_attack_programs() -> None:
     readme = (ROOT / "README.md").read_text()
     found = re.search(r"`tests/test_attacks.py`: (\d+) programs run in the isolate", readme)
     assert found is not None and int(found.group(1)) == len(ATTACKS) + len(LEAKS), found
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_the_old_file_intact(tmp_path: Path) -> None:
+    from codemode._paths import atomic_write
+
+    target = tmp_path / "cache" / "entry.pickle"
+    atomic_write(target, b"old")
+
+    def broken(fh: Any) -> None:
+        fh.write(b"half")
+        raise RecursionError("a value pickle cannot write")
+
+    with pytest.raises(RecursionError):
+        atomic_write(target, broken)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["entry.pickle"]  # no .tmp left behind
+
+
+def test_an_ir_that_cannot_be_pickled_is_served_uncached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    from codemode import _cache
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise pickle.PicklingError("cannot pickle")
+
+    monkeypatch.setattr(_cache.pickle, "dump", refuse)
+    spec = _cache.load_spec(str(PETSTORE), cache_dir=tmp_path)
+    assert spec.operations
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # neither an entry nor a .tmp

@@ -123,3 +123,21 @@ def test_the_bundled_portal_toml_is_valid() -> None:
     cfg = load_portal_config(ROOT / "portal.toml")
     assert cfg.failed == {}
     assert "petstore" in cfg.servers
+
+
+def test_every_hosted_server_shares_one_execution_limiter(tmp_path: Path) -> None:
+    """The limit on concurrent executions, the memory budget and the fair share hold portal-wide."""
+    from codemode_portal import MemoryStore
+    from codemode_portal._audit import AuditLog
+    from codemode_portal._hosting import build_servers
+
+    from codemode._sandbox import LocalSandbox
+
+    spec = ROOT / "specs" / "petstore3-openapi.yaml"
+    text = f'[portal]\nport = 9000\n\n[servers.one]\nspec = "{spec}"\n\n[servers.two]\nspec = "{spec}"\n'
+    (tmp_path / "portal.toml").write_text(text)
+    cfg = load_portal_config(tmp_path / "portal.toml")
+    hosted = build_servers(cfg, audit=AuditLog(MemoryStore()), sandbox=LocalSandbox(), env={})
+    one, two = hosted["one"].server, hosted["two"].server
+    assert one is not None and two is not None
+    assert one.limiter is two.limiter

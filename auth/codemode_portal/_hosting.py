@@ -20,6 +20,7 @@ from typing import Protocol
 from mcp.server.transport_security import TransportSecuritySettings
 
 from codemode import Caller, CodemodeError, CredentialSource, Operation, UpstreamError, load_spec
+from codemode._admission import ExecutionLimiter
 from codemode._asgi import MountedServer, mount_http, mount_sse
 from codemode._config import expand_env, load_server_config
 from codemode._credentials import env_var_name
@@ -181,8 +182,13 @@ def build_servers(
     audit: AuditLog,
     sandbox: Sandbox | None = None,
     env: Mapping[str, str] | None = None,
+    limiter: ExecutionLimiter | None = None,
 ) -> dict[str, HostedServer]:
-    """Every configured server, each built or failed on its own. Slow (loads specs): call it at start-up."""
+    """Every configured server, each built or failed on its own. Slow (loads specs): call it at start-up.
+
+    Every server shares one sandbox and one execution limiter: the limit on concurrent executions,
+    the memory budget and each client's fair share hold for the whole portal, not per API.
+    """
     env = os.environ if env is None else env
     settings = config.settings
     issuer = settings.issuer
@@ -191,6 +197,7 @@ def build_servers(
     parts = urlsplit(issuer)
     security = transport_security_for(parts.netloc, f"{parts.scheme}://{parts.netloc}", settings.allowed_hosts)
     shared_sandbox = sandbox or WasmSandbox()
+    shared_limiter = limiter or ExecutionLimiter()
     hosted: dict[str, HostedServer] = {
         name: HostedServer(name, None, problem=problem) for name, problem in config.failed.items()
     }
@@ -207,7 +214,8 @@ def build_servers(
                                     f"{sorted(unknown)[0]!r} (it has {', '.join(spec.security_schemes) or 'none'})",
                                     code="portal.config.credentials")  # fmt: skip
             server = CodemodeServer(spec, server_settings, sandbox=shared_sandbox, env=cred_env,
-                                    audit_hooks=(audit.hook_for(name),), access=_access_for(name))  # fmt: skip
+                                    audit_hooks=(audit.hook_for(name),), access=_access_for(name),
+                                    limiter=shared_limiter)  # fmt: skip
         except CodemodeError as exc:
             item.problem = exc.message
             log.warning("server %s is not served: %s", name, exc.message)
