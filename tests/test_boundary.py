@@ -103,9 +103,10 @@ def test_the_run_outcome_is_scrubbed_everywhere() -> None:
         limit=None, duration_ms=1.0, notes=(f"n {secret}",),
     )  # fmt: skip
     out = scrub_outcome(s, outcome)
-    assert secret not in json.dumps([out.stdout, out.result, out.error.type, out.error.message,  # type: ignore[union-attr]
-                                     out.error.traceback, list(out.notes)])  # type: ignore[union-attr]  # fmt: skip
     assert out.error is not None and out.error.line == 3 and out.stdout == f"out {REDACTED}"
+    error = (out.error.type, out.error.message, out.error.traceback)
+    assert error == (f"E{REDACTED}", f"m {REDACTED}", f"t {REDACTED}")
+    assert out.result == {"k": [REDACTED]} and out.notes == (f"n {REDACTED}",)
     assert scrub_outcome(Scrubber(), outcome) is outcome
     fine = RunOutcome(ok=True, stdout="", stdout_truncated=False, result=None, error=None, limit=None,
                       duration_ms=1.0)  # fmt: skip
@@ -175,3 +176,54 @@ def test_fair_share_keys() -> None:
     assert _client_key(Caller(subject="alice"), "s1") == "subject:alice"
     assert _client_key(None, "s1") == "session:s1"
     assert _client_key(None, None) == "session:-"
+
+
+def test_longer_secrets_win_over_their_prefixes_in_text_and_bytes() -> None:
+    s = Scrubber(["abcdef-0123", "abcdef-0123-longer", "zyxwvu-9876"])
+    assert s.scrub_text("abcdef-0123-longer zyxwvu-9876") == f"{REDACTED} {REDACTED}"
+    assert s.scrub_bytes(b"abcdef-0123-longer zyxwvu-9876") == f"{REDACTED} {REDACTED}".encode()
+    assert s.scrub_bytes("abcdef-0123-longer".encode("utf-16-le"), "utf-16-le") == REDACTED.encode("utf-16-le")
+
+
+def test_the_first_astral_character_and_non_utf8_binary_bodies() -> None:
+    first = "tok-\U00010000-0123"  # U+10000: the low bits of its surrogate pair are all zero
+    assert Scrubber([first]).scrub_text("tok-\\ud800\\udc00-0123") == REDACTED
+    secret = "pässwörd-0123"
+    latin = {"base64": base64.b64encode(f"x {secret} y".encode("latin-1")).decode(),
+             "content_type": "text/plain; charset=latin-1"}  # fmt: skip
+    assert base64.b64decode(scrub_body(Scrubber([secret]), latin)["base64"]) == f"x {REDACTED} y".encode()
+    spaced = {"base64": "c2st bGl2ZS0wMTIz", "content_type": "x/y"}  # not strict base64: handled as text
+    assert scrub_body(Scrubber(["sk-live-0123456789"]), spaced) == spaced
+
+
+def test_log_records_that_cannot_be_formatted_are_scrubbed_and_stack_info_kept() -> None:
+    import logging
+
+    from codemode._scrub import LogScrubbing
+
+    log_filter = LogScrubbing()
+    scrubber = Scrubber(["sk-live-0123456789"])
+    log_filter.register(scrubber)
+    bad = logging.LogRecord("codemode", logging.WARNING, "f", 1, "key sk-live-0123456789 %d", ("x",), None)
+    assert log_filter.filter(bad) and bad.getMessage() == f"key {REDACTED} %d"
+    stacked = logging.LogRecord("codemode", logging.INFO, "f", 1, "m", None, None, sinfo="at sk-live-0123456789")
+    assert log_filter.filter(stacked) and stacked.stack_info == f"at {REDACTED}"
+    try:
+        raise RuntimeError("boom sk-live-0123456789")
+    except RuntimeError:
+        import sys
+
+        failed = logging.LogRecord("codemode", logging.ERROR, "f", 1, "m", None, sys.exc_info())
+    failed.exc_text = "already formatted sk-live-0123456789"
+    assert log_filter.filter(failed) and failed.exc_text == f"already formatted {REDACTED}"
+    log_filter.unregister(scrubber)
+    plain = logging.LogRecord("codemode", logging.INFO, "f", 1, "sk-live-0123456789", None, None)
+    assert log_filter.filter(plain) and plain.getMessage() == "sk-live-0123456789"  # nothing registered
+
+
+def test_the_python_fallback_matcher() -> None:
+    from codemode._scrub import _Matcher
+
+    matcher = _Matcher("abc|x\\+y")
+    matcher.re2 = None  # as for a pattern over RE2's memory budget
+    assert matcher.sub(REDACTED, "1abc2x+y3") == f"1{REDACTED}2{REDACTED}3"
