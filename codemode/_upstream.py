@@ -169,6 +169,7 @@ class HttpxUpstream:
                 attempts += 1
                 last = attempts > self.settings.max_retries or method not in IDEMPOTENT_METHODS
                 deadline = anyio.current_time() + self.settings.timeout_seconds
+                limit = f"within timeout_seconds={self.settings.timeout_seconds:g}"
                 if run_deadline is not None:
                     left = run_deadline - time.monotonic()
                     if left <= 0:
@@ -176,9 +177,10 @@ class HttpxUpstream:
                             f"{self._where(outgoing, scrubber)}: not sent, the execution's deadline has passed.",
                             code="upstream.timeout",
                         )
-                    deadline = min(deadline, anyio.current_time() + left)
+                    if anyio.current_time() + left < deadline:
+                        deadline, limit = anyio.current_time() + left, "before the execution's deadline"
                 try:
-                    response = await self._attempt(outgoing, deadline, scrubber)
+                    response = await self._attempt(outgoing, deadline, scrubber, limit)
                 except _RetryableConnectError as exc:
                     if last:
                         raise exc.error from exc.__cause__
@@ -205,7 +207,7 @@ class HttpxUpstream:
                     if wait is not None and run_deadline is not None and time.monotonic() + wait >= run_deadline:
                         wait = None  # a retry could not finish in time: hand over this answer
                     if wait is None:
-                        body = await self._read_body(response, outgoing, deadline, scrubber)
+                        body = await self._read_body(response, outgoing, deadline, scrubber, limit)
                         return UpstreamResponse(
                             status=status,
                             headers=scrubber.scrub_headers(response.headers),
@@ -290,7 +292,10 @@ class HttpxUpstream:
         where = f"{outgoing.method} {_host_port(outgoing.url)}{outgoing.url.path}"
         return scrubber.scrub_text(where)
 
-    async def _attempt(self, outgoing: httpx.Request, deadline: float, scrubber: Scrubber) -> httpx.Response:
+    async def _attempt(
+        self, outgoing: httpx.Request, deadline: float, scrubber: Scrubber, limit: str
+    ) -> httpx.Response:
+        """One request; ``limit`` says which deadline ``deadline`` is (the upstream's own, or the run's)."""
         where = self._where(outgoing, scrubber)
         s = self.settings
         try:
@@ -312,7 +317,7 @@ class HttpxUpstream:
             }
             which = reasons.get(type(exc), "no response")
             raise UpstreamError(
-                f"{where}: {which} within timeout_seconds={s.timeout_seconds:g}.",
+                f"{where}: {which} {limit}.",
                 code="upstream.timeout",
             ) from exc
         except (
@@ -330,7 +335,7 @@ class HttpxUpstream:
             raise error from exc
 
     async def _read_body(
-        self, response: httpx.Response, outgoing: httpx.Request, deadline: float, scrubber: Scrubber
+        self, response: httpx.Response, outgoing: httpx.Request, deadline: float, scrubber: Scrubber, limit: str
     ) -> bytes:
         cap = self.settings.max_response_bytes
         where = self._where(outgoing, scrubber)
@@ -357,7 +362,7 @@ class HttpxUpstream:
                     chunks.append(chunk)
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise UpstreamError(
-                f"{where}: the response body did not arrive within timeout_seconds={self.settings.timeout_seconds:g}.",
+                f"{where}: the response body did not arrive {limit}.",
                 code="upstream.timeout",
             ) from exc
         except httpx.HTTPError as exc:  # broken stream, bad encoding
