@@ -9,6 +9,7 @@ its token anywhere else, and keep working afterwards."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import threading
@@ -104,6 +105,9 @@ def _app(fake: Fake) -> Starlette:
         if behaviour == "huge":
             return Response(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {"x": "y" * CAP * 2}}),
                             media_type="application/json")  # fmt: skip
+        if behaviour == "gzip-bomb":  # 64 KiB on the wire, 64 MiB once inflated
+            bomb = gzip.compress(b'{"jsonrpc": "2.0", "id": 1, "result": {"x": "' + b"y" * (1024 * CAP) + b'"}}')
+            return Response(bomb, media_type="application/json", headers={"content-encoding": "gzip"})
         if behaviour == "huge-event":
             event = json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {"x": "y" * CAP * 2}})
 
@@ -204,6 +208,10 @@ async def test_answers_past_the_cap_are_refused_and_the_bridge_goes_on(fake: Fak
         fake.mode["next"] = "huge"
         with pytest.raises(MCPError, match=f"larger than {CAP} bytes"):
             await s.list_tools()
+        fake.mode["next"] = "gzip-bomb"
+        with pytest.raises(MCPError, match="compressed"):
+            await s.list_tools()
+        assert all(h.get("accept-encoding") == "identity" for h in fake.seen)
         fake.mode["next"] = "huge-event"
         with pytest.raises(MCPError, match="SSE stream failed"):
             await s.list_tools()

@@ -10,7 +10,9 @@ Two things on top of ``httpx2.AsyncClient``:
   sign-in).
 * **Bounded responses.** Every response body (the portal's and the authorization server's) is cut
   off past ``max_response_bytes``; event streams are bounded per event by the SDK
-  (``max_sse_event_size``), which the bridge sets to the same value.
+  (``max_sse_event_size``), which the bridge sets to the same value. Bodies are asked for
+  uncompressed (``Accept-Encoding: identity``) and a compressed one is refused: the cap counts the
+  bytes on the wire, and a few KiB of gzip can inflate to gigabytes.
 """
 
 from __future__ import annotations
@@ -62,9 +64,17 @@ class BridgeHttpClient(httpx2.AsyncClient):
         self.max_response_bytes = max_response_bytes
         hooks = kwargs.pop("event_hooks", {}) or {}
         hooks = {**hooks, "response": [*hooks.get("response", []), self._cap]}
-        super().__init__(event_hooks=hooks, **kwargs)
+        headers = {**(kwargs.pop("headers", None) or {}), "accept-encoding": "identity"}
+        super().__init__(event_hooks=hooks, headers=headers, **kwargs)
 
     async def _cap(self, response: httpx2.Response) -> None:
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):  # asked for identity; a compressed body could inflate past any cap
+            await response.aclose()
+            raise ResponseTooLarge(
+                f"the response is compressed ({clean_text(encoding, 20)}) although codemode connect asked for "
+                "none; refused, since it could inflate past the size limit"
+            )
         if response.headers.get("content-type", "").startswith("text/event-stream"):
             return  # bounded per event by the transport
         length = response.headers.get("content-length", "")
