@@ -357,3 +357,13 @@ def test_connect_is_a_command_of_the_cli(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert "--client-metadata-url" in out and "--no-browser" in out and "--logout" in out
     assert sys.executable  # (the entry point itself is exercised by test_connect_bridge)
+
+
+def test_login_to_a_portal_that_is_not_there_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/mcp/x"
+    assert cli(["connect", url, "--login", "--no-browser", "--token-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error [connect.login]: cannot reach http://127.0.0.1:"), err
+    assert "Traceback" not in err

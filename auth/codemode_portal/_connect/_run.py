@@ -17,6 +17,7 @@ from mcp.client.auth.utils import (
 )
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .._config import is_loopback_host
@@ -123,14 +124,26 @@ async def bridge(settings: ConnectSettings, open_url: OpenUrl | None = None) -> 
 
 async def login(settings: ConnectSettings, open_url: OpenUrl | None = None) -> str:
     """Sign in now (if the stored token does not already work); returns the server's name."""
-    async with http_client(settings, open_url) as http:
-        async with streamable_http_client(settings.url, http_client=http) as (read, write):
-            async with ClientSession(read, write) as session:
-                try:
-                    result = await session.initialize()
-                except Exception as exc:  # noqa: BLE001 - the bridge's own JSON-RPC error, shown as it is
-                    raise ConnectError(str(exc), code="connect.login") from None
-                return result.server_info.name
+    try:
+        async with http_client(settings, open_url) as http:
+            async with streamable_http_client(settings.url, http_client=http) as (read, write):
+                async with ClientSession(read, write) as session:
+                    return (await session.initialize()).server_info.name
+    except (MCPError, ExceptionGroup) as exc:  # the bridge's own JSON-RPC errors say what failed
+        error = _find(exc, MCPError)
+        if error is None:
+            raise
+        raise ConnectError(str(error).removeprefix("codemode connect: "), code="connect.login") from None
+
+
+def _find(exc: BaseException, kind: type[MCPError]) -> MCPError | None:
+    if isinstance(exc, kind):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _find(inner, kind)
+        if found is not None:
+            return found
+    return None
 
 
 async def logout(settings: ConnectSettings) -> tuple[bool, bool]:
