@@ -301,6 +301,27 @@ async def test_the_portals_final_refusals_are_explained() -> None:
     assert elsewhere.status_code == 401 and elsewhere.headers["www-authenticate"]  # not the MCP URL: untouched
 
 
+async def test_other_refusals_of_the_portal_are_said_in_words() -> None:
+    def portal(request: httpx2.Request) -> httpx2.Response:
+        if "mcp-session-id" in request.headers:
+            return httpx2.Response(404, text="Not Found")
+        if request.headers.get("x-case") == "rpc":  # the MCP server's own JSON-RPC error: untouched
+            return httpx2.Response(400, json={"jsonrpc": "2.0", "id": 3, "error": {"code": -32602, "message": "bad"}})
+        return httpx2.Response(503, headers={"retry-after": "5"}, json={
+            "error": "temporarily_unavailable", "error_description": "The database is \x1b[31mdown."})  # fmt: skip
+
+    async with _client(portal) as http:
+        down = await http.post(URL, json={})
+        gone = await http.post(URL, json={}, headers={"mcp-session-id": "s1"})
+        rpc = await http.post(URL, json={}, headers={"x-case": "rpc"})
+    error = _rpc_error(down)
+    assert down.status_code == 503 and "answered 503 temporarily_unavailable" in str(error["message"])
+    assert "try again in 5 s" in str(error["message"]) and "\x1b" not in str(error["message"])
+    assert error["data"] == {"reason": "connect.portal", "http_status": 503, "error": "temporarily_unavailable"}
+    assert "no longer knows this MCP session" in str(_rpc_error(gone)["message"])
+    assert json.loads(rpc.content)["error"] == {"code": -32602, "message": "bad"}
+
+
 async def test_responses_past_the_cap_are_refused() -> None:
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(100):

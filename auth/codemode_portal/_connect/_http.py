@@ -107,10 +107,22 @@ class BridgeHttpClient(httpx2.AsyncClient):
                 request, 401, "connect.auth.flow",
                 f"codemode connect: signing in to the portal failed: {clean_text(str(exc), 300)}",
             )  # fmt: skip
-        if response.status_code in (401, 403) and request.url == self._server:
+        if response.status_code < 400 or request.url != self._server:
+            return response
+        if response.status_code in (401, 403):
             await response.aclose()
             return _refused(request, response)
-        return response
+        try:
+            body = await response.aread()
+        except httpx2.HTTPError:  # (ResponseTooLarge included)
+            body = b""
+        finally:
+            await response.aclose()
+        data = _json_object(body)
+        if data is not None and data.get("jsonrpc") == "2.0":  # the MCP server's own error: as it is
+            return httpx2.Response(response.status_code, headers={"content-type": "application/json"},
+                                   content=body, request=request)  # fmt: skip
+        return _portal_error(request, response, data or {})
 
 
 def _refused(request: httpx2.Request, response: httpx2.Response) -> httpx2.Response:
@@ -133,6 +145,31 @@ def _refused(request: httpx2.Request, response: httpx2.Response) -> httpx2.Respo
         + ") and signing in again did not help. The next request starts a new sign-in."
     )
     return _error(request, 401, "connect.unauthorized", message)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _portal_error(request: httpx2.Request, response: httpx2.Response, body: dict[str, Any]) -> httpx2.Response:
+    """Any other refusal of an MCP request (503 while the portal's database is away, 429 too many
+    sessions, 404 for a session the portal no longer knows…), said in words."""
+    status = response.status_code
+    error = clean_text(str(body.get("error", "")), 60)
+    description = clean_text(str(body.get("error_description", "")), 200)
+    retry = response.headers.get("retry-after", "")
+    message = f"codemode connect: the portal answered {status}" + (f" {error}" if error else "")
+    message += f": {description}" if description else ""
+    if status == 404 and "mcp-session-id" in request.headers:
+        message += (" (the portal no longer knows this MCP session: it was restarted or the session ended; "
+                    "reconnect this server in your MCP client)")  # fmt: skip
+    elif retry.isdigit():
+        message += f" (try again in {int(retry)} s)"
+    return _error(request, status, "connect.portal", message, http_status=status, error=error or None)
 
 
 def _error(request: httpx2.Request, status: int, reason: str, message: str, **data: Any) -> httpx2.Response:
