@@ -13,7 +13,7 @@ read is tightened to ``0600``, with a warning that its tokens may have been seen
 
 Several bridges for the same URL (Claude Desktop and Claude Code, say) share the file. Refresh
 tokens rotate, and presenting an already-rotated one revokes the whole grant, so a bridge re-reads
-the file before each use (``load``) and changes tokens only under :meth:`TokenFile.locked`, an
+the file before each use (``load``) and changes tokens only under :meth:`TokenFile.lock`, an
 inter-process lock (``flock`` on a ``.lock`` file beside it; ``msvcrt`` on Windows).
 """
 
@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
@@ -65,8 +66,6 @@ def config_dir(platform: str | None = None, env: Mapping[str, str] | None = None
 
 def token_path(server_url: str, base: Path | None = None) -> Path:
     """``<config>/connect/<host>-<hash>.json``: readable, and one file per exact server URL."""
-    from urllib.parse import urlsplit
-
     host = _UNSAFE.sub("_", urlsplit(server_url).netloc)[:60] or "server"
     digest = hashlib.sha256(server_url.encode()).hexdigest()[:16]
     return (base or config_dir()) / "connect" / f"{host}-{digest}.json"
