@@ -899,3 +899,14 @@ def test_a_resource_is_one_exact_url_and_a_token_serves_only_its_server(portal: 
             r = mcp_post(http, path, token)
             assert r.status_code in (401, 404), (path, r.status_code, r.text[:200])
         assert mcp_post(http, "/mcp/petstore", token).status_code == 200
+
+
+def test_an_oversized_token_request_says_what_is_wrong(portal: RunningPortal) -> None:
+    """A 70 kB ``scope`` (a client looping on its scope list) was told to "send
+    application/x-www-form-urlencoded parameters", which it did."""
+    with portal.http() as http:
+        r = http.post("/token", data={"grant_type": "refresh_token", "refresh_token": "cmp_rt_x",
+                                      "scope": "petstore:read " * 5000})  # fmt: skip
+        assert r.status_code == 400 and "at most 64,000 bytes" in r.json()["error_description"], r.text
+        wrong = http.post("/token", json={"grant_type": "refresh_token"})
+        assert "Send application/x-www-form-urlencoded" in wrong.json()["error_description"]

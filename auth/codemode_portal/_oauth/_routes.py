@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from .._errors import StoreError
 from .._scopes import ServerScopes
 from .._store import User
-from .._web import Web, read_form
+from .._web import MAX_FORM_BYTES, Web, read_form
 from ._clients import MetadataProblem
 from ._requests import OAuthResponse, PortalJsonRequest, PortalRequest
 from ._server import PortalAuthorizationServer
@@ -235,7 +235,11 @@ def oauth_routes(web: Web, server: PortalAuthorizationServer, titles: Callable[[
     async def form_pairs(request: Request) -> list[tuple[str, str]] | JSONResponse:
         pairs = await read_form(request)
         if pairs is None:
-            return _oauth_error(400, "invalid_request", "Send application/x-www-form-urlencoded parameters.")
+            ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if ctype != "application/x-www-form-urlencoded":
+                return _oauth_error(400, "invalid_request", "Send application/x-www-form-urlencoded parameters.")
+            return _oauth_error(400, "invalid_request",
+                                f"The form could not be read: at most {MAX_FORM_BYTES:,} bytes, in UTF-8.")  # fmt: skip
         dup = {k for k, _ in pairs if sum(1 for k2, _ in pairs if k2 == k) > 1} - {"resource"}
         if dup:
             return _oauth_error(400, "invalid_request", "A parameter is repeated.")
