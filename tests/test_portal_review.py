@@ -910,3 +910,36 @@ def test_an_oversized_token_request_says_what_is_wrong(portal: RunningPortal) ->
         assert r.status_code == 400 and "at most 64,000 bytes" in r.json()["error_description"], r.text
         wrong = http.post("/token", json={"grant_type": "refresh_token"})
         assert "Send application/x-www-form-urlencoded" in wrong.json()["error_description"]
+
+
+XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+XSS_SPEC = {
+    "openapi": "3.0.3",
+    "info": {"title": f"Pets {XSS}", "version": "1"},
+    "components": {"securitySchemes": {"oauth": {"type": "oauth2", "flows": {"authorizationCode": {
+        "authorizationUrl": "https://idp.example/authorize", "tokenUrl": "https://idp.example/token",
+        "scopes": {"pets": f"Read pets {XSS}"}}}}}},
+    "paths": {"/pets": {"get": {"operationId": "listPets", "summary": XSS, "security": [{"oauth": ["pets"]}],
+                                "responses": {"200": {"description": "ok"}}}}},
+}  # fmt: skip
+
+
+def test_a_specs_title_and_scope_descriptions_are_text_on_every_page(tmp_path: Path) -> None:
+    """A spec fetched from someone else writes the server title and the scope descriptions the
+    consent page shows; the config writes the description the index shows."""
+    spec = write_spec(tmp_path, XSS_SPEC)
+    description = XSS.replace('"', "")
+    servers = f'[servers.pets]\nspec = "{spec}"\nbase_url = "http://127.0.0.1:9"\ndescription = "{description}"\n'
+    with running_portal(tmp_path, servers) as portal:
+        name, password = new_user(portal)
+        with Flow(portal) as flow:
+            flow.register(client_name=f"App {XSS}")
+            assert flow.login(name, password).status_code == 303
+            consent = flow.consent_page(resource=f"{portal.base}/mcp/pets", scope="pets:read pets:pets")
+            index = flow.browser.get("/")
+    assert consent.status_code == 200, consent.text
+    for page in (consent.text, index.text):
+        assert "<script>" not in page and "<img" not in page
+    # the IR keeps a spec's texts as plain text (an <img> tag is dropped); what is left is escaped
+    assert "Read pets &lt;script&gt;" in consent.text and "Pets &lt;script&gt;" in consent.text
+    assert "App &lt;img" in consent.text and "&lt;script&gt;" in index.text
