@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -58,18 +57,8 @@ def postgres_url(postgres: PostgresCluster) -> str:
 @pytest.fixture
 def postgres_db_url(postgres: PostgresCluster) -> Iterator[str]:
     """SQLAlchemy URL of a new, empty database in the session's cluster, dropped after the test."""
-    import psycopg
-    from psycopg import sql
-
-    dbname = f"test_{secrets.token_hex(6)}"
-    name = sql.Identifier(dbname)
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-    try:
-        yield postgres.url_for(dbname)
-    finally:
-        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+    with postgres.database() as url:
+        yield url
 
 
 @pytest.fixture

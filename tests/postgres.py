@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -58,6 +59,22 @@ class PostgresCluster:
     def url_for(self, dbname: str) -> str:
         """The SQLAlchemy URL of another database in the same cluster."""
         return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{dbname}"
+
+    @contextlib.contextmanager
+    def database(self, prefix: str = "test") -> Iterator[str]:
+        """A new, empty database named ``<prefix>_<random>``: yields its SQLAlchemy URL, drops it after."""
+        import psycopg
+        from psycopg import sql
+
+        dbname = f"{prefix}_{secrets.token_hex(6)}"
+        name = sql.Identifier(dbname)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+        try:
+            yield self.url_for(dbname)
+        finally:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
 
 
 def pg_bin() -> Path:

@@ -61,18 +61,9 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPortal]:
 
 @pytest.fixture(scope="module")
 def pg_module_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg", reason="psycopg 3 not installed: run scripts/setup-postgres.sh")
-    from psycopg import sql
-
-    cluster = request.getfixturevalue("postgres")
-    name = sql.Identifier(dbname := f"web_{secrets.token_hex(5)}")
-    with psycopg.connect(cluster.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-    try:
-        yield cluster.url_for(dbname)
-    finally:
-        with psycopg.connect(cluster.dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+    """A fresh database in the session's PostgreSQL cluster for this module."""
+    with request.getfixturevalue("postgres").database("web") as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
