@@ -291,7 +291,7 @@ class _Builder:
         A readOnly field named like a parameter (``PATCH /items/{id}`` with a readOnly ``id``) is left out.
         """
         props: dict[str, dict[str, Any]] = {}
-        required: set[str] = set()
+        required: dict[str, None] = {}  # ordered
         stack, seen = [schema], 0
         while stack:
             s = stack.pop()
@@ -315,7 +315,11 @@ class _Builder:
             for k, v in (s.get("properties") or {}).items():
                 # a field defined by the body and by one of its allOf parts must satisfy both
                 props[k] = {"allOf": [props[k], v]} if k in props and props[k] != v else v
-            required.update(r for r in s.get("required") or [] if isinstance(r, str))
+            required.update(dict.fromkeys(r for r in s.get("required") or [] if isinstance(r, str)))
+        # required but defined nowhere (DigitalOcean's uptime check `method`): any value, still required
+        for k in required:
+            if k not in props and k not in taken:
+                props[k] = {}
         # readOnly fields are the server's: left out, except a required one (Cloudflare marks the ids that
         # some bodies need readOnly), which stays as an optional field (OpenAPI: required for responses only)
         read_only = {k for k, v in props.items() if self._read_only(v)}

@@ -134,15 +134,33 @@ def _readonly_required(spec: ApiSpec, err: ValidationError) -> bool:
     """A request may omit ``required`` properties that are ``readOnly`` (OAS 3.1 validators enforce them)."""
     if err.validator != "required" or not isinstance(err.instance, dict):
         return False
-    props = err.schema.get("properties") or {} if isinstance(err.schema, dict) else {}
+    if not isinstance(err.schema, dict):
+        return False
     missing = [r for r in err.validator_value if r not in err.instance and f"'{r}'" in err.message]
-    siblings = _allof_siblings(spec, err.schema) if isinstance(err.schema, dict) else {}
+    # defined beside the `required` list, in another member of the same allOf, or in the subschemas the
+    # schema combines (Cloudflare's DNS record: `required` beside a oneOf of allOfs that define the fields)
+    found: dict[str, list[Any]] = {}
+    for props in (_allof_siblings(spec, err.schema), *_combined_properties(spec, err.schema)):
+        for name, prop in props.items():
+            found.setdefault(name, []).append(prop)
     for name in missing:
-        # defined beside the `required` list, or in another member of the same allOf
-        prop = props.get(name, siblings.get(name))
-        if prop is None or not _is_read_only(spec, prop):
+        if not found.get(name) or not any(_is_read_only(spec, prop) for prop in found[name]):
             return False
     return bool(missing)
+
+
+def _combined_properties(spec: ApiSpec, schema: dict[str, Any], depth: int = 0) -> list[dict[str, Any]]:
+    """The ``properties`` of a schema and of every schema it combines (``$ref``, ``allOf``, ``oneOf``,
+    ``anyOf``), to a bounded depth."""
+    if depth > 8:
+        return []
+    schema = _resolved(spec, schema)
+    out = [schema["properties"]] if isinstance(schema.get("properties"), dict) else []
+    for key in ("allOf", "oneOf", "anyOf"):
+        for part in schema.get(key) or []:
+            if isinstance(part, dict):
+                out += _combined_properties(spec, part, depth + 1)
+    return out
 
 
 def _allof_siblings(spec: ApiSpec, member: dict[str, Any]) -> dict[str, Any]:

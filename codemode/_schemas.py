@@ -243,7 +243,14 @@ class SchemaCollector:
         if not isinstance(node, dict):
             return
         disc = node.get("discriminator")
-        branches = [b for b in (node.get("oneOf") or node.get("anyOf") or []) if isinstance(b, dict) and "$ref" in b]
+        options = node.get("oneOf") or node.get("anyOf") or []
+        if isinstance(disc, dict) and any(isinstance(b, dict) and "$ref" not in b for b in options):
+            # A discriminator maps values onto named schemas only; beside an inline branch (OpenAI's realtime
+            # turn_detection: `{type: {const: server_vad}}`) validators that follow it look that branch's value
+            # up as a schema name and refuse every value. The oneOf/anyOf alone decides.
+            del node["discriminator"]
+            disc = None
+        branches = [b for b in options if isinstance(b, dict) and "$ref" in b]
         if isinstance(disc, dict) and isinstance(disc.get("propertyName"), str) and branches:
             mapping = dict(disc.get("mapping") or {})
             prop = disc["propertyName"]

@@ -246,9 +246,15 @@ class _Maker:
     def all_of(self, schema: dict[str, Any], depth: int, seen: tuple[str, ...]) -> Any:
         """Objects: one merged schema, filled in one go. Other values: the first part's value every part accepts."""
         flat, flat_seen = self.flatten(schema, seen, 0)
-        if "properties" in flat:
+        if "properties" in flat or isinstance(flat.get("items"), dict):
             return self.make(flat, depth + 1, flat_seen)
         parts = [s for s in schema["allOf"] if isinstance(s, dict)]
+        if "oneOf" in flat or "anyOf" in flat:
+            # one part chooses, the others constrain (Cloudflare's rule: the request rule's oneOf plus a
+            # `required` list): each branch is filled with the constraints merged in
+            value = self.make(flat, depth + 1, flat_seen)
+            if self.accepts(schema, value):
+                return value
         # later parts refine earlier ones (a common envelope, then the operation's own `result`)
         ordered = sorted(reversed(parts), key=lambda p: "anyOf" in p or "oneOf" in p)
         for part in ordered:
@@ -279,7 +285,9 @@ class _Maker:
                     props.setdefault(name, sub)
             required += [r for r in part.get("required") or [] if isinstance(r, str) and r not in required]
             for key, value in part.items():
-                if key not in ("properties", "required", "description", "title"):
+                if key == "items" and isinstance(merged.get("items"), dict) and merged["items"] != value:
+                    merged["items"] = {"allOf": [merged["items"], value]}  # arrays whose items two parts shape
+                elif key not in ("properties", "required", "description", "title"):
                     merged.setdefault(key, value)
         if props:
             merged["properties"] = props

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from openapi_schema_validator import OAS30Validator
 
 from codemode import load_spec
 from codemode._errors import UsageError
@@ -20,6 +21,7 @@ from codemode._sandbox._policy import PYTHON_DUNDERS
 from codemode._sandbox._protocol import GUEST_MODULES
 from codemode._server import CodemodeServer
 from codemode._settings import ServerSettings
+from codemode._standin import stand_in
 from codemode._upstream import HttpxUpstream
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
@@ -72,7 +74,7 @@ async def run(server: CodemodeServer, code: str, **kw: Any) -> dict[str, Any]:
 async def test_box_classification_key_passes_from_model_code() -> None:
     """Box's real metadata key ``Box__Security__Classification__Key`` (and its JSON-patch path) is data."""
     wire = Wire({"Box__Security__Classification__Key": "Sensitive"})
-    server = serve(BOX, wire, env={"CODEMODE_O_AUTH_2_SECURITY": "t"})
+    server = serve(BOX, wire)
     path = "/files/{file_id}/metadata/enterprise/securityClassification-6VMVochwUWo"
     out = await run(
         server,
@@ -133,3 +135,100 @@ def test_the_special_names_cover_the_interpreters_own() -> None:
     found = json.loads(clean.stdout)
     assert len(found) > 100
     assert set(found) - PYTHON_DUNDERS == set()
+
+
+# -- Request bodies: what real specs declare -------------------------------------------------------
+
+CLOUDFLARE = CORPUS / "cloudflare-openapi.json"
+
+
+async def test_cloudflare_dns_record_needs_none_of_its_read_only_fields() -> None:
+    """The body is ``{required: [id, …, proxiable, created_on, modified_on], oneOf: [A, AAAA, …]}`` and the
+    last three are defined, readOnly, in each branch's allOf: a request omits them (OpenAPI 3.0). (``id`` is
+    required and not readOnly in this revision of the spec, so it stays required.)"""
+    wire = Wire({"success": True, "result": {}})
+    server = serve(CLOUDFLARE, wire, env={"CODEMODE_API_TOKEN": "cf-token-123456"})
+    out = await run(
+        server,
+        "z = '023e105f4ecef8ad9ca31a8372d0c353'\n"
+        "api.dns_records_for_a_zone.create_dns_record(z, body={'id': z, 'type': 'A', 'name': 'www',"
+        " 'content': '198.51.100.4'})\n"
+        "api.dns_records_for_a_zone.patch_dns_record(z, 'r1', body={'id': z, 'type': 'TXT', 'name': 't',"
+        " 'content': 'v=1'})\n",
+    )
+    assert not out["is_error"], out
+    assert wire.json(0) == {"id": "023e105f4ecef8ad9ca31a8372d0c353", "type": "A", "name": "www",
+                            "content": "198.51.100.4"}  # fmt: skip
+    assert [r.method for r in wire.requests] == ["POST", "PATCH"]
+    out = await run(server, "api.dns_records_for_a_zone.create_dns_record('z', body={'id': 'z', 'type': 'A'})")
+    assert out["is_error"] and "'name' is a required property" in json.dumps(out), out  # a writable one still is
+
+
+OPENAI = CORPUS / "openai-openapi.yaml"
+
+
+async def test_openai_discriminator_over_inline_branches_accepts_each_branch() -> None:
+    """``RealtimeTurnDetection`` is ``oneOf: [{type: const server_vad, …}, {type: const semantic_vad, …}]`` with
+    ``discriminator: {propertyName: type}`` and no mapping: a discriminator only names schemas, so the
+    validator looked ``server_vad`` up as a schema name and refused every value."""
+    wire = Wire()
+    server = serve(OPENAI, wire)
+    call = (
+        "api.realtime.accept_call('c1', type='realtime', model='gpt-realtime',"
+        " audio={{'input': {{'turn_detection': {}}}}})"
+    )
+    for good in ("{'type': 'server_vad', 'threshold': 0.5}", "{'type': 'semantic_vad', 'eagerness': 'low'}", "None"):
+        out = await run(server, call.format(good))
+        assert not out["is_error"], out
+    assert wire.json(0)["audio"] == {"input": {"turn_detection": {"type": "server_vad", "threshold": 0.5}}}
+    for bad in ("{'type': 'loud'}", "{'type': 'server_vad', 'threshold': 'high'}"):
+        out = await run(server, call.format(bad))
+        assert out["is_error"] and "turn_detection" in out["error"], out
+    assert len(wire.requests) == 3
+
+
+DIGITALOCEAN = CORPUS / "digitalocean" / "DigitalOcean-public.v2.yaml"
+
+
+async def test_a_required_body_field_the_spec_never_defines_can_be_passed() -> None:
+    """DigitalOcean's ``POST /v2/uptime/checks`` requires ``method`` but defines no such property: the call
+    could not be made valid at all (``unexpected keyword argument 'method'``)."""
+    wire = Wire()
+    server = serve(DIGITALOCEAN, wire)
+    op = server.spec.operation("uptime.create_check")
+    assert op is not None
+    call = "api.uptime.create_check(name='x', type='https', target='https://a.example', regions=['us_east']"
+    call += ", enabled=True"
+    out = await run(server, call + ", method='GET')")
+    assert not out["is_error"], out
+    assert wire.json(0)["method"] == "GET"
+    out = await run(server, call + ")")
+    assert out["is_error"] and "missing required argument 'method'" in out["error"], out
+
+
+async def test_cloudflare_dry_run_stand_ins_are_shaped_like_the_real_answers() -> None:
+    """What a model writes against a dry run: ``rules`` items are a oneOf (by ``action``) that an allOf
+    member constrains with a ``required`` list (they were the string ``'string'``), and DNS analytics'
+    ``data`` items are shaped by two allOf members (each item had only one of them)."""
+    server = serve(CLOUDFLARE, Wire())
+    out = await run(
+        server,
+        "z = '023e105f4ecef8ad9ca31a8372d0c353'\n"
+        "rs = api.zone_rulesets.get_zone_ruleset(z, '2f2feab2026849078ba485f918791bdc')['result']\n"
+        "report = api.dns_analytics.table(z)['result']\n"
+        "result = {'actions': [r['action'] for r in rs['rules']], 'enabled': [r['enabled'] for r in rs['rules']],\n"
+        "          'row': sorted(report['data'][0])}",
+        dry_run=True,
+    )
+    assert not out["is_error"], out
+    assert out["result"]["actions"] and all(isinstance(a, str) for a in out["result"]["actions"])
+    assert out["result"]["row"] == ["dimensions", "metrics"]
+    spec = server.spec
+    for key in ("zone_rulesets.get_zone_ruleset", "dns_analytics.table"):
+        op = spec.operation(key)
+        assert op is not None
+        response = op.success_response()
+        assert response is not None and response.schema is not None
+        schema = {**response.schema, "components": {"schemas": spec.schemas}}
+        value = stand_in(spec, response.schema)
+        assert [e.message for e in OAS30Validator(schema).iter_errors(value)] == [], key
