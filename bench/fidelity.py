@@ -215,9 +215,37 @@ def openapi_core_limit(spec: ApiSpec, op: Operation, cause: str) -> str | None:
             "required readOnly body properties (OpenAPI 3.0 exempts requests; openapi-core requires and refuses them)"
         )
     if "Tried to write read-only property" in cause and op.body is not None:
-        return "values a request needs under readOnly schemas (Cloudflare's identifiers): the spec contradicts itself"
+        return READ_ONLY_VALUES
+    if "Invalid path parameter" in cause and any(
+        p.location == "path" and _any_read_only(spec, p.schema, 0) for p in params
+    ):
+        return READ_ONLY_VALUES
+    if "is not valid under any of the given schemas" in cause and op.body is not None and _branches_need_read_only(
+        spec, op.body.schema, 0, set()
+    ):
+        return (
+            "required readOnly properties in every branch of a oneOf (Cloudflare's worker bindings and token "
+            "policies): openapi-core requires and refuses them, and reports only 'not valid under any'"
+        )
+    if "Invalid query parameter" in cause and " is not one of [" in cause and any(
+        p.location == "query" and _typeless_enum(p.schema) for p in params
+    ):
+        return (
+            "query enums of numbers or booleans with no `type` (Cloudflare's ssl: [0, 1], retry: [true]): "
+            "a query string is text, and openapi-core casts it only by `type`"
+        )
+    if "could not be resolved" in cause and "#/components/schemas/" in cause and _partial_mapping(spec, op):
+        return (
+            "discriminator mappings that list only some of the values their branches allow (DigitalOcean's "
+            "droplet actions by tag: `reboot`): the rest resolve to no schema; codemode maps them by the enums"
+        )
+    if "ServerNotFound" in cause and any(urlsplit(u).hostname is None for u in op.servers):
+        return (
+            "operations whose server has no host (DigitalOcean's presigned upload: `https://` + `/<upload_url>`, "
+            "a URL an earlier answer gives): not callable as described"
+        )
     if "InvalidData" in cause and _contradictory(spec, op):
-        return "response schemas whose allOf members give one property different types: no value can match"
+        return "response schemas whose allOf members admit disjoint types (for the body or one property): no value can"
     if "is valid under each of" in cause:
         return "oneOf branches that accept the same values (Cloudflare's IPv4 and CIDR strings): no value is valid"
     if "Path not found" in cause and any(p.location == "path" and p.name.lower() in SLASH_PARAMS for p in params):
@@ -225,6 +253,82 @@ def openapi_core_limit(spec: ApiSpec, op: Operation, cause: str) -> str | None:
     if op.servers and "is a required property" in cause:
         return "operation-level servers: openapi-core validates against another operation's body"
     return None
+
+
+READ_ONLY_VALUES = (
+    "values a request needs under readOnly schemas (Cloudflare's identifiers, DigitalOcean's ssh_key_identifier): "
+    "the spec contradicts itself"
+)
+
+
+def _any_read_only(spec: ApiSpec, schema: Any, depth: int) -> bool:
+    """readOnly on the schema, what it refers to, or any of its allOf/anyOf/oneOf members."""
+    schema = _deref(spec, schema)
+    if not isinstance(schema, dict) or depth > 8:
+        return False
+    if schema.get("readOnly") is True:
+        return True
+    return any(
+        _any_read_only(spec, m, depth + 1) for key in ("allOf", "anyOf", "oneOf") for m in schema.get(key) or []
+    )
+
+
+def _branches_need_read_only(spec: ApiSpec, schema: Any, depth: int, seen: set[str]) -> bool:
+    """Somewhere in the body, a oneOf/anyOf each of whose branches requires a readOnly property."""
+    if isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        if name in seen:
+            return False
+        seen.add(name)
+    schema = _deref(spec, schema)
+    if not isinstance(schema, dict) or depth > 12:
+        return False
+    for key in ("oneOf", "anyOf"):
+        branches = [b for b in schema.get(key) or [] if isinstance(b, dict)]
+        if branches and all(_requires_read_only(spec, b) for b in branches):
+            return True
+    subs = [*(schema.get("properties") or {}).values(), schema.get("items"), schema.get("additionalProperties")]
+    subs += [*(schema.get("allOf") or []), *(schema.get("oneOf") or []), *(schema.get("anyOf") or [])]
+    return any(_branches_need_read_only(spec, sub, depth + 1, seen) for sub in subs if isinstance(sub, dict))
+
+
+def _requires_read_only(spec: ApiSpec, branch: Any) -> bool:
+    members = _all_of_members(spec, branch, 0)
+    props: dict[str, Any] = {}
+    for member in members:
+        props.update(member.get("properties") or {})
+    required = {r for member in members for r in member.get("required") or [] if isinstance(r, str)}
+    return any(name in props and _read_only(spec, props[name]) for name in required)
+
+
+def _overlapping_response(spec: ApiSpec, op: Operation, body: bytes) -> str | None:
+    """The stand-in fails a response oneOf only because several of its branches accept it."""
+    from openapi_schema_validator import OAS30Validator, OAS31Validator
+
+    resp = op.success_response()
+    if resp is None or resp.schema is None:
+        return None
+    cls = OAS31Validator if spec.dialect == "oas31" else OAS30Validator
+    validator = cls({**resp.schema, "components": {"schemas": spec.schemas}})
+    errors = list(validator.iter_errors(json.loads(body)))
+    if errors and all(e.validator == "oneOf" and "is valid under each of" in e.message for e in errors):
+        return (
+            "response oneOfs whose branches overlap (Cloudflare's memberships with and without policies): "
+            "a full answer matches several branches"
+        )
+    return None
+
+
+def _typeless_enum(schema: dict[str, Any]) -> bool:
+    enum = schema.get("enum")
+    return "type" not in schema and isinstance(enum, list) and any(not isinstance(v, str) for v in enum)
+
+
+def _partial_mapping(spec: ApiSpec, op: Operation) -> bool:
+    """The body's discriminator has an explicit mapping that leaves out values its branches allow."""
+    schema = _deref(spec, op.body.schema if op.body is not None else None)
+    disc = schema.get("discriminator") if isinstance(schema, dict) else None
+    return isinstance(disc, dict) and bool(disc.get("mapping"))
 
 
 _READ_ONLY_NAMES: dict[str, set[str]] = {}
@@ -247,28 +351,72 @@ def _required_read_only(spec: ApiSpec, op: Operation, cause: str) -> bool:
 
 
 def _contradictory(spec: ApiSpec, op: Operation) -> bool:
-    """The success response's allOf gives a top-level property two different types (Cloudflare's `result`)."""
+    """The success response's allOf admits no value: its members, or the definitions they give one top-level
+    property, allow disjoint JSON types (Cloudflare's `result`: an object or string in the common envelope, an
+    array, an integer or only null in the operation's own part; an object envelope and a string enum)."""
     resp = op.success_response()
     if resp is None or resp.schema is None:
         return False
-    types: dict[str, set[str]] = {}
-    stack: list[Any] = [resp.schema]
-    for _ in range(64):
-        if not stack:
+    members = _all_of_members(spec, resp.schema, 0)
+    if _disjoint([_json_types(spec, m, 0) for m in members]):
+        return True
+    by_name: dict[str, list[set[str] | None]] = {}
+    for member in members:
+        for name, prop in (member.get("properties") or {}).items():
+            by_name.setdefault(name, []).append(_json_types(spec, prop, 0))
+    return any(_disjoint(kinds) for kinds in by_name.values())
+
+
+def _deref(spec: ApiSpec, node: Any) -> Any:
+    for _ in range(16):
+        if not (isinstance(node, dict) and isinstance(node.get("$ref"), str)):
             break
-        node = stack.pop()
-        if not isinstance(node, dict):
-            continue
-        if isinstance(node.get("$ref"), str):
-            stack.append(spec.schemas.get(node["$ref"].rsplit("/", 1)[-1]))
-            continue
-        stack += node.get("allOf") or []
-        for name, prop in (node.get("properties") or {}).items():
-            if isinstance(prop, dict) and isinstance(prop.get("$ref"), str):
-                prop = spec.schemas.get(prop["$ref"].rsplit("/", 1)[-1]) or {}
-            if isinstance(prop, dict) and isinstance(prop.get("type"), str):
-                types.setdefault(name, set()).add(prop["type"])
-    return any(len(kinds) > 1 for kinds in types.values())
+        node = spec.schemas.get(node["$ref"].rsplit("/", 1)[-1])
+    return node
+
+
+def _all_of_members(spec: ApiSpec, node: Any, depth: int) -> list[dict[str, Any]]:
+    """The schema and its allOf members, nested allOf flattened, refs followed."""
+    node = _deref(spec, node)
+    if not isinstance(node, dict) or depth > 16:
+        return []
+    out = [node]
+    for part in node.get("allOf") or []:
+        out += _all_of_members(spec, part, depth + 1)
+    return out
+
+
+def _json_types(spec: ApiSpec, node: Any, depth: int) -> set[str] | None:
+    """The JSON types a schema admits (integer counts as number), or None when it does not say."""
+    node = _deref(spec, node)
+    if not isinstance(node, dict) or depth > 16:
+        return None
+    enum = node.get("enum")
+    if isinstance(enum, list) and enum and all(v is None for v in enum):
+        return {"null"}
+    found: set[str] | None = None
+    kind = node.get("type")
+    if isinstance(kind, (str, list)):
+        found = {"number" if k == "integer" else k for k in ([kind] if isinstance(kind, str) else kind)}
+        if node.get("nullable") is True:
+            found.add("null")
+    for key in ("anyOf", "oneOf"):
+        options = node.get(key)
+        if isinstance(options, list) and options:
+            kinds = [_json_types(spec, o, depth + 1) for o in options]
+            if all(k is not None for k in kinds):
+                union = set().union(*kinds)  # type: ignore[misc]
+                found = union if found is None else found & union
+    for part in node.get("allOf") or []:
+        kinds_of = _json_types(spec, part, depth + 1)
+        if kinds_of is not None:
+            found = kinds_of if found is None else found & kinds_of
+    return found
+
+
+def _disjoint(kinds: list[set[str] | None]) -> bool:
+    known = [k for k in kinds if k is not None]
+    return len(known) > 1 and not set.intersection(*known)
 
 
 @dataclass
@@ -455,6 +603,32 @@ def _complete_mappings(data: dict[str, Any]) -> int:
     return done
 
 
+def _drop_inline_discriminators(data: dict[str, Any]) -> int:
+    """Discriminators over inline branches (OpenAI's realtime turn_detection): a discriminator can only name
+    schemas, so validators that follow it refuse every value; the oneOf/anyOf alone decides (as in the IR)."""
+    dropped = 0
+
+    def walk(node: Any) -> None:
+        nonlocal dropped
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        options = node.get("oneOf") or node.get("anyOf") or []
+        if isinstance(node.get("discriminator"), dict) and any(
+            isinstance(b, dict) and "$ref" not in b for b in options
+        ):
+            del node["discriminator"]
+            dropped += 1
+        for value in node.values():
+            walk(value)
+
+    walk(data)
+    return dropped
+
+
 def _openapi_core(path: Path) -> Any:
     from jsonschema_path import SchemaPath
     from openapi_core import Config, OpenAPI
@@ -464,6 +638,9 @@ def _openapi_core(path: Path) -> Any:
     mapped = _complete_mappings(data)
     if mapped:
         ADJUSTMENTS[f"{path.name}: {mapped} discriminators given the mapping their branches' enums imply"] += 1
+    inline = _drop_inline_discriminators(data)
+    if inline:
+        ADJUSTMENTS[f"{path.name}: {inline} discriminators over inline branches removed (they can name none)"] += 1
     unlocked = _unlock_read_only_params(data)
     if unlocked:
         ADJUSTMENTS[f"{path.name}: readOnly removed from {unlocked} parameter schemas"] += 1
@@ -697,7 +874,9 @@ async def check_spec(
                     )
                 except Exception as exc:  # noqa: BLE001
                     outcome.stand_in = _cause(exc)
-                    outcome.stand_in_limit = openapi_core_limit(spec, op, outcome.stand_in)
+                    outcome.stand_in_limit = openapi_core_limit(spec, op, outcome.stand_in) or _overlapping_response(
+                        spec, op, body
+                    )
                     if isinstance(exc, AttributeError):
                         outcome.stand_in_limit = REGISTRY_BROKEN
                         app = _openapi_core(path)
