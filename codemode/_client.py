@@ -28,6 +28,7 @@ __all__ = [
     "resolve_operation",
     "response_warning",
     "stand_in",
+    "whole_numbers",
 ]
 
 MAX_VALIDATION_ERRORS = 3
@@ -220,6 +221,40 @@ def _overlapping_branches(err: ValidationError) -> bool:
     """A ``oneOf`` the value fails only because several branches accept it: the spec's ambiguity (Cloudflare's
     IPv4-or-CIDR strings admit no value at all), left for the upstream to judge rather than refused here."""
     return err.validator == "oneOf" and "is valid under each of" in err.message
+
+
+def whole_numbers(spec: ApiSpec, schema: Any, value: Any, depth: int = 0) -> Any:
+    """``value`` with every whole float where the schema wants an integer made an int (``limit=n / 2``,
+    ``count=3.0``): JSON Schema 2020-12 counts 3.0 as an integer, and ``3.0`` on the wire is refused by
+    servers that parse integers."""
+    schema = _resolved(spec, schema)
+    if depth > 32 or not schema:
+        return value
+    if isinstance(value, float) and value.is_integer() and _wants_integer(spec, schema):
+        return int(value)
+    parts = [schema, *(_resolved(spec, p) for p in schema.get("allOf") or [] if isinstance(p, dict))]
+    if isinstance(value, list):
+        items = next((p["items"] for p in parts if isinstance(p.get("items"), dict)), None)
+        return [whole_numbers(spec, items, v, depth + 1) for v in value] if items is not None else value
+    if isinstance(value, dict):
+        props: dict[str, Any] = {}
+        for part in parts:
+            props.update(part.get("properties") or {})
+        extra = next((p["additionalProperties"] for p in parts if isinstance(p.get("additionalProperties"), dict)), {})
+        return {k: whole_numbers(spec, props.get(k, extra), v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def _wants_integer(spec: ApiSpec, schema: dict[str, Any], depth: int = 0) -> bool:
+    kinds: set[str] = set()
+    stack = [schema]
+    while stack and depth < 32:
+        depth += 1
+        node = _resolved(spec, stack.pop())
+        kind = node.get("type")
+        kinds.update([kind] if isinstance(kind, str) else [k for k in kind or [] if isinstance(k, str)])
+        stack += [p for key in ("allOf", "anyOf", "oneOf") for p in node.get(key) or [] if isinstance(p, dict)]
+    return "integer" in kinds and "number" not in kinds
 
 
 def validate_arguments(spec: ApiSpec, op: Operation, bound: Mapping[str, tuple[Param, Any]]) -> None:

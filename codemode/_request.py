@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from ._client import is_file_value, resolve_base_url, validate_arguments
+from ._client import is_file_value, resolve_base_url, validate_arguments, whole_numbers
 from ._errors import CallError
 from ._ir import ApiSpec, Body, Encoding, Operation, Param
 from ._upstream import NO_BODY, UpstreamRequest
@@ -167,6 +167,7 @@ def _with_schemes(security: tuple[tuple[str, ...], ...], schemes: tuple[str, ...
 def build_request(
     spec: ApiSpec, op: Operation, bound: Mapping[str, tuple[Param, Any]], *, base_url: str | None
 ) -> UpstreamRequest:
+    bound = {k: (p, whole_numbers(spec, p.schema, v)) for k, (p, v) in bound.items()}
     validate_arguments(spec, op, bound)
     path = op.path
     params: list[tuple[str, str]] = []

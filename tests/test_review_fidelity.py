@@ -232,3 +232,33 @@ async def test_cloudflare_dry_run_stand_ins_are_shaped_like_the_real_answers() -
         schema = {**response.schema, "components": {"schemas": spec.schemas}}
         value = stand_in(spec, response.schema)
         assert [e.message for e in OAS30Validator(schema).iter_errors(value)] == [], key
+
+
+GITHUB = CORPUS / "github-api.github.com.json"
+
+
+async def test_whole_floats_go_out_as_integers_where_the_spec_wants_integers() -> None:
+    """Model code computes numbers (``per_page=total / 4``, ``line=12.0``): JSON Schema counts 3.0 as an
+    integer, so validation passed and ``per_page=25.0`` / ``"line": 12.0`` went on the wire, which servers
+    that parse integers refuse. A whole float is sent as an integer where the schema wants one; a ``number``
+    keeps its float and a fractional value is still refused."""
+    wire = Wire({"id": 1})
+    server = serve(GITHUB, wire, env={"CODEMODE_API_TOKEN": "ghp_test_123456"})
+    out = await run(
+        server,
+        "total = 100\n"
+        "api.call('GET /repos/{owner}/{repo}/issues', owner='o', repo='r', per_page=total / 4, page=2.0)\n"
+        "api.call('POST /repos/{owner}/{repo}/pulls/{pull_number}/comments', owner='o', repo='r',"
+        " pull_number=7.0, body='nit', commit_id='abc', path='a.py', line=12.0, start_line=10.0,"
+        " side='RIGHT')\n",
+    )
+    assert not out["is_error"], out
+    first, second = wire.requests
+    assert dict(first.url.params) == {"per_page": "25", "page": "2"}
+    assert second.url.path == "/repos/o/r/pulls/7/comments"
+    sent = json.loads(second.content)
+    assert sent["line"] == 12 and sent["start_line"] == 10
+    assert b"12.0" not in second.content and b"10.0" not in second.content
+    out = await run(server, "api.call('GET /repos/{owner}/{repo}/issues', owner='o', repo='r', per_page=2.5)")
+    assert out["is_error"] and "per_page" in out["error"], out
+    assert len(wire.requests) == 2
