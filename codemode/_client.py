@@ -240,7 +240,9 @@ def whole_numbers(spec: ApiSpec, schema: Any, value: Any, depth: int = 0) -> Any
         props: dict[str, Any] = {}
         for part in parts:
             props.update(part.get("properties") or {})
-        extra = next((p["additionalProperties"] for p in parts if isinstance(p.get("additionalProperties"), dict)), {})
+        extra: Any = next(
+            (p["additionalProperties"] for p in parts if isinstance(p.get("additionalProperties"), dict)), {}
+        )
         return {k: whole_numbers(spec, props.get(k, extra), v, depth + 1) for k, v in value.items()}
     return value
 
