@@ -5,8 +5,6 @@ with the real upstream client over a recording transport (``httpx.MockTransport`
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,6 @@ from openapi_schema_validator import OAS30Validator
 from codemode import load_spec
 from codemode._errors import UsageError
 from codemode._sandbox import LocalSandbox, check_code
-from codemode._sandbox._policy import PYTHON_DUNDERS
 from codemode._sandbox._protocol import GUEST_MODULES
 from codemode._server import CodemodeServer
 from codemode._settings import ServerSettings
@@ -27,6 +24,7 @@ from codemode._upstream import HttpxUpstream
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
 BOX = CORPUS / "box-openapi.json"
 KINTO = CORPUS / "kinto-26.5.0-served-__api__.json"
+GITHUB = CORPUS / "github-api.github.com.json"
 
 
 class Wire:
@@ -107,34 +105,73 @@ def test_data_with_dunder_shapes_passes_the_pre_check(code: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "named"),
+    "code",
     [
-        ("import operator\nf = operator.attrgetter('__class__')", "__class__"),
-        ("import operator\nf = operator.attrgetter('__init__.__globals__')", "__globals__, __init__"),
-        ("from operator import methodcaller\nm = methodcaller('__reduce_ex__', 2)", "__reduce_ex__"),
-        ("import typing\nclass A:\n    x: \"__import__('os')\"\ntyping.get_type_hints(A)", "__import__"),
-        ("s = 'x.__subclasses__'", "__subclasses__"),
-        ("s = 'x__builtins__y'", "__builtins__"),
+        "path = 'src/pkg/__init__.py'",  # a file in a repository
+        "doc = {'__module__': 'billing', '__class__': 'invoice', '__dict__': None}",  # keys of a JSON document
+        "s = 'x.__subclasses__'\nt = 'x__builtins__y'",
+        "import operator\nf = operator.itemgetter('__init__')",  # an item, not an attribute
     ],
 )
-def test_strings_naming_python_special_names_are_still_refused(code: str, named: str) -> None:
+def test_strings_are_data_whatever_special_names_they_contain(code: str) -> None:
+    check_code(code, allowed_modules=GUEST_MODULES)
+
+
+async def test_a_python_package_path_goes_through_execute() -> None:
+    """GitHub's ``GET /repos/{owner}/{repo}/contents/{path}`` for ``src/pkg/__init__.py``: the pre-check
+    refused the whole run ("strings naming Python's special attributes are not allowed (__init__)")."""
+    wire = Wire({"type": "file", "name": "__init__.py", "path": "src/pkg/__init__.py"})
+    server = serve(GITHUB, wire, env={"CODEMODE_API_TOKEN": "ghp_test_123456"})
+    out = await run(
+        server,
+        "r = api.call('GET /repos/{owner}/{repo}/contents/{path}', owner='o', repo='r', path='src/pkg/__init__.py')\n"
+        "result = {'name': r['name'], '__module__': 'kept'}",
+    )
+    assert not out["is_error"], out
+    assert out["result"] == {"name": "__init__.py", "__module__": "kept"}
+    assert [r.url.path for r in wire.requests] == ["/repos/o/r/contents/src/pkg/__init__.py"]
+
+
+@pytest.mark.parametrize(
+    ("code", "refused"),
+    [
+        ("import typing\nclass A:\n    x: \"__import__('os')\"\ntyping.get_type_hints(A)", "'__import__'"),
+        ("def f(a: 'int', b: '().__class__') -> 'list[int]':\n    pass", "'__class__'"),
+        ("def f() -> 'list[\"x.__globals__\"]':\n    pass", "'__globals__'"),
+        ("import typing\nr = typing.ForwardRef('[].__class__.__base__')", "'__class__'"),
+        ("x: 'eval' = 1", "'eval'"),
+        ("result = '{0.__class__}'.format(1)", "format fields reaching dunder attributes"),
+    ],
+)
+def test_strings_python_evaluates_as_code_are_checked_as_code(code: str, refused: str) -> None:
+    """String annotations are code (``get_type_hints`` evaluates them); they are held to the policy,
+    with the line of the string."""
     with pytest.raises(UsageError) as info:
         check_code(code, allowed_modules=GUEST_MODULES)
-    assert f"strings naming Python's special attributes are not allowed ({named})" in info.value.message
+    assert refused in info.value.message
+    line = next(i for i, text in enumerate(code.splitlines(), 1) if "__" in text or "eval" in text)
+    assert f"line {line}:" in info.value.message, info.value.message
 
 
-def test_the_special_names_cover_the_interpreters_own() -> None:
-    """Every dunder of the builtin types and the ``types`` module of a clean interpreter is listed."""
-    probe = (
-        "import builtins, json, types\n"
-        "objects = [v for m in (builtins, types) for v in vars(m).values() if isinstance(v, type)]\n"
-        "names = {n for o in [*objects, builtins] for n in dir(o) if n.startswith('__') and n.endswith('__')}\n"
-        "print(json.dumps(sorted(names)))"
+def test_annotations_that_are_plain_types_pass() -> None:
+    check_code(
+        "import typing\nclass A:\n    x: 'int'\n    y: 'list[A] | None' = None\n"
+        "def f(a: 'A', b: 'this is prose, not code') -> 'dict[str, int]':\n    return {}\n"
+        "r = typing.get_type_hints(A)",
+        allowed_modules=GUEST_MODULES,
     )
-    clean = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, check=True)
-    found = json.loads(clean.stdout)
-    assert len(found) > 100
-    assert set(found) - PYTHON_DUNDERS == set()
+
+
+async def test_strings_turned_into_attribute_access_are_refused_at_run_time() -> None:
+    """Strings pass the pre-check; the guest functions that read an attribute by name refuse dunders."""
+    server = serve(BOX, Wire())
+    for code in (
+        "import operator\nresult = str(operator.attrgetter('__class__')(1))",
+        "from operator import methodcaller\nresult = methodcaller('__reduce_ex__', 2)(1)",
+        "import operator\nresult = str(operator.attrgetter('real.__class__')(1))",
+    ):
+        out = await run(server, code)
+        assert out["is_error"] and "AttributeError" in out["error"] and "dunder" in out["error"], out
 
 
 # -- Request bodies: what real specs declare -------------------------------------------------------
@@ -232,9 +269,6 @@ async def test_cloudflare_dry_run_stand_ins_are_shaped_like_the_real_answers() -
         schema = {**response.schema, "components": {"schemas": spec.schemas}}
         value = stand_in(spec, response.schema)
         assert [e.message for e in OAS30Validator(schema).iter_errors(value)] == [], key
-
-
-GITHUB = CORPUS / "github-api.github.com.json"
 
 
 async def test_whole_floats_go_out_as_integers_where_the_spec_wants_integers() -> None:

@@ -15,12 +15,18 @@ Rules (each problem is reported with its line):
 * the builtins ``exec eval compile open __import__ globals locals vars
   breakpoint input getattr setattr delattr``;
 * frame/code/traceback introspection attributes (``f_globals``, ``tb_frame``...);
-* format strings reaching dunder attributes (``"{0.__class__}"``), and any string
-  naming one of Python's own special names (``attrgetter("__init__.__globals__")``,
-  ``methodcaller("__reduce__")``). Strings are data too: a dunder Python gives no meaning to
-  (Box's metadata key ``Box__Security__Classification__Key``, Kinto's ``/__heartbeat__``,
-  Kubernetes CEL's ``__dash__`` escapes) passes, as no attribute guard can be bypassed with it;
+* format strings reaching dunder attributes (``"{0.__class__}"``): ``str.format`` reads
+  attributes by name and cannot be guarded at run time;
+* string annotations and ``ForwardRef("...")`` arguments are code (``typing.get_type_hints``
+  evaluates them): they are parsed and held to these same rules;
 * imports outside the allow-list, relative imports and ``*`` imports.
+
+Every other string is data, whatever it contains: a path ``src/__init__.py``, a key
+``{"__module__": ...}``, Box's ``Box__Security__Classification__Key``, Kinto's ``/__heartbeat__``.
+Scanning data for special names stopped nothing (``"_" * 2 + "class" + "_" * 2`` builds the same
+string) and refused real values; the guest guards the functions that turn a string into an
+attribute access (``operator.attrgetter`` / ``methodcaller`` refuse dunders at run time), and the
+isolate is the wall.
 
 Single-underscore names (``_``, ``_private``, ``obj._asdict()``) are allowed:
 RestrictedPython's own opinions (no ``_`` names, no augmented assignment of
@@ -39,7 +45,7 @@ from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTran
 
 from .._errors import UsageError
 
-__all__ = ["BLOCKED_BUILTINS", "HARMLESS_DUNDERS", "PYTHON_DUNDERS", "check_code"]
+__all__ = ["BLOCKED_BUILTINS", "HARMLESS_DUNDERS", "check_code"]
 
 _DYNAMIC = "dynamic code execution is blocked"
 _INTROSPECTION = "introspection builtins are blocked"
@@ -61,34 +67,9 @@ BLOCKED_BUILTINS: dict[str, str] = {
 }
 #: Dunder attributes that only read a name or a docstring (``type(e).__name__``).
 HARMLESS_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__"})
+#: Strings in annotations are parsed as code; a string annotation inside one is, up to this depth.
+MAX_STRING_CODE_DEPTH = 4
 _FORMAT_DUNDER = re.compile(r"\{[^{}]*\.__")
-#: The special names Python itself defines (data model, module and function attributes, builtins,
-#: up to CPython 3.14, the guest's). A string naming one is how attribute guards are bypassed
-#: (``attrgetter("__class__")``); a string with any other dunder (``Box__Security__Classification__Key``)
-#: is data. ``tests/test_review_fidelity.py`` checks this covers the host interpreter's own names.
-_SPECIAL_WORDS = """
-    abs abstractmethods add aenter aexit aiter alloc and anext annotate annotate_func annotations
-    annotations_cache args await base bases basicsize bool buffer build_class builtins bytes cached
-    call cause ceil class class_getitem classcell classdict classdictcell closure code complex
-    conditional_annotations contains context copy dataclass_fields dataclass_params debug deepcopy
-    defaults del delattr delete delitem dict dictoffset dir divmod doc enter eq exit file final
-    firstlineno flags float floor floordiv format fspath func ge get getattr getattribute
-    getformat getinitargs getitem getnewargs getnewargs_ex getstate globals gt hash iadd iand ifloordiv
-    ilshift imatmul imod import imul index init init_subclass instancecheck int invert ior ipow
-    irshift isabstractmethod isub itemsize iter itruediv ixor kwdefaults le len length_hint loader lshift
-    lt match_args matmul missing mod module mro mro_entries mul name ne neg new next objclass
-    or orig_bases orig_class origin package parameters path pos post_init pow prepare qualname radd
-    rand rdivmod reduce reduce_ex release_buffer repr reversed rfloordiv rlshift rmatmul rmod rmul ror
-    round rpow rrshift rshift rsub rtruediv rxor self self_class set set_name setattr setitem
-    setstate sizeof slots spec static_attributes str sub subclasscheck subclasses subclasshook
-    suppress_context text_signature thisclass traceback truediv trunc type_params
-    typing_unpacked_tuple_args unpacked weakref weakrefoffset wrapped xor
-""".split()
-PYTHON_DUNDERS = frozenset(f"__{word}__" for word in _SPECIAL_WORDS)
-# One of those names inside a string (``attrgetter("__init__.__globals__")``, ``"__class__"``).
-_STRING_DUNDER = re.compile(
-    "|".join(re.escape(name) for name in sorted(PYTHON_DUNDERS - HARMLESS_DUNDERS, key=len, reverse=True))
-)
 
 
 def _is_dunder(name: str) -> bool:
@@ -148,12 +129,6 @@ class _Policy(RestrictingNodeTransformer):
     def visit_Constant(self, node: ast.Constant) -> Any:
         if isinstance(node.value, str) and _FORMAT_DUNDER.search(node.value):
             self.reject(node, "format fields reaching dunder attributes are not allowed (e.g. '{0.__class__}')")
-        elif isinstance(node.value, str):
-            found = set(_STRING_DUNDER.findall(node.value))
-            if found:
-                named = ", ".join(sorted(found))
-                self.reject(node, f"strings naming Python's special attributes are not allowed ({named}); "
-                            "they are how attribute guards are bypassed (attrgetter, methodcaller)")  # fmt: skip
         return self.node_contents_visit(node)
 
     def _check_module(self, node: ast.AST, module: str) -> None:
@@ -197,6 +172,55 @@ def _syntax_error(exc: SyntaxError) -> UsageError:
     return UsageError("\n".join(parts), code="code.syntax")
 
 
+def _code_in_strings(tree: ast.Module | ast.Expression) -> list[ast.Expression]:
+    """The strings of ``tree`` that Python evaluates as code, parsed: string annotations
+    (``x: "int"``, ``def f() -> "list[A]"``) and ``ForwardRef("...")`` arguments. Each parsed
+    expression carries its string's line; a string that does not parse is left as data. In an
+    annotation parsed from a string, every string is an annotation again (``'list["A"]'``)."""
+    spots: list[ast.AST] = [tree.body] if isinstance(tree, ast.Expression) else []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign):
+            spots.append(node.annotation)
+        elif isinstance(node, ast.arg) and node.annotation is not None:
+            spots.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
+            spots.append(node.returns)
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if name == "ForwardRef":
+                spots.append(node.args[0])
+    found: list[ast.Expression] = []
+    for spot in spots:
+        for const in ast.walk(spot):
+            if not (isinstance(const, ast.Constant) and isinstance(const.value, str)):
+                continue
+            try:
+                expr = ast.parse(const.value.strip(), mode="eval")
+            except (SyntaxError, ValueError):
+                continue
+            for sub in ast.walk(expr):
+                if isinstance(sub, (ast.expr, ast.arg, ast.keyword)):
+                    sub.lineno = sub.end_lineno = const.lineno
+                    sub.col_offset, sub.end_col_offset = const.col_offset, const.end_col_offset
+            found.append(expr)
+    return found
+
+
+def _problems(tree: ast.Module | ast.Expression, allowed_modules: frozenset[str], depth: int = 0) -> list[str]:
+    inner = _code_in_strings(tree) if depth < MAX_STRING_CODE_DEPTH else []  # before the walker rewrites it
+    policy = type("_BoundPolicy", (_Policy,), {"allowed_modules": frozenset(allowed_modules)})
+    module = tree if isinstance(tree, ast.Module) else ast.Module(body=[ast.Expr(tree.body)], type_ignores=[])
+    ast.fix_missing_locations(module)
+    try:
+        errors = list(compile_restricted_exec(module, filename="<code>", policy=policy).errors)
+    except (SyntaxError, ValueError, TypeError):  # pragma: no cover - compiling the transformed tree
+        errors = []
+    for expr in inner:
+        errors += _problems(expr, allowed_modules, depth + 1)
+    return errors
+
+
 def check_code(code: str, *, allowed_modules: frozenset[str]) -> None:
     """Raise :class:`UsageError` (``code.rejected`` / ``code.syntax``) unless ``code`` passes the policy."""
     try:
@@ -206,11 +230,7 @@ def check_code(code: str, *, allowed_modules: frozenset[str]) -> None:
     except ValueError as exc:  # e.g. source containing NUL bytes
         raise UsageError(f"syntax error: {exc}", code="code.syntax") from None
 
-    policy = type("_BoundPolicy", (_Policy,), {"allowed_modules": frozenset(allowed_modules)})
-    try:
-        errors = list(compile_restricted_exec(tree, filename="<code>", policy=policy).errors)
-    except (SyntaxError, ValueError, TypeError):  # pragma: no cover - compiling the transformed tree
-        errors = []
+    errors = _problems(tree, frozenset(allowed_modules))
     problems = sorted(set(errors), key=lambda text: (int(text.split(":", 1)[0].split()[1]), text))
     if problems:
         count = len(problems)
