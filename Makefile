@@ -23,6 +23,7 @@ stdio: setup
 	.venv/bin/codemode serve $(SPEC)
 
 setup-test: setup
+	@bash scripts/setup-wheelhouse.sh
 	@bash scripts/setup-upstreams.sh
 	@bash scripts/setup-node.sh
 	@bash scripts/setup-postgres.sh

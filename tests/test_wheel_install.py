@@ -1,6 +1,10 @@
 """`pip install` is a first-class route: the built wheel, installed into a fresh venv, serves the bundled
 spec from another folder, and `execute` works on the first call with an empty cache (the isolate is built
-then, before the call's deadline starts)."""
+then, before the call's deadline starts). The README's other routes, `pipx install` (with either of its
+backends) and `uvx --from`, are run the same way.
+
+Nothing here reaches a package index: dependencies come from ``.cache/wheelhouse``, which
+``scripts/setup-wheelhouse.sh`` (``make setup-test``) fills, and every install is ``--no-index``."""
 
 from __future__ import annotations
 
@@ -16,8 +20,27 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
+from codemode._paths import default_cache_dir
+
 ROOT = Path(__file__).resolve().parents[1]
+WHEELHOUSE = ROOT / ".cache" / "wheelhouse"
+TOOLS = Path(sys.executable).parent  # the dev venv: pipx and uv come with the `dev` extra
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def wheelhouse() -> Path:
+    if not (WHEELHOUSE / ".complete").exists():
+        pytest.skip("no .cache/wheelhouse: run `make setup-test` (scripts/setup-wheelhouse.sh)")
+    for tool in ("pipx", "uvx"):
+        if not (TOOLS / tool).exists():
+            pytest.skip(f"{tool} is not in {TOOLS}: run `make setup` (the `dev` extra installs pipx and uv)")
+    return WHEELHOUSE
+
+
+def _isolated_env(home: Path, **extra: str) -> dict[str, str]:
+    """A user's environment with nothing of the dev venv or this machine's package settings in it."""
+    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "PIP_CONFIG_FILE": os.devnull, "LANG": "C.UTF-8", **extra}
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +65,16 @@ def test_the_wheel_ships_what_the_cli_promises_and_nothing_at_the_top_level_it_s
     assert top <= {"codemode", "codemode_portal"}, top  # never `servers`, `specs`, `auth` or `tests`
 
 
-async def test_a_fresh_venv_serves_the_bundled_spec_and_executes_on_the_first_call(wheel: Path, tmp_path: Path) -> None:
+async def test_a_fresh_venv_serves_the_bundled_spec_and_executes_on_the_first_call(
+    wheel: Path, wheelhouse: Path, tmp_path: Path
+) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
-        capture_output=True, text=True, timeout=900,
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index",
+         "--find-links", str(wheelhouse), str(wheel)],
+        env=_isolated_env(tmp_path), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr[-3000:]
     elsewhere = tmp_path / "elsewhere"
@@ -77,3 +103,67 @@ async def test_a_fresh_venv_serves_the_bundled_spec_and_executes_on_the_first_ca
     assert json.loads(text)["result"] == "doggie"  # the spec's own example
     assert any(cache.rglob("*.cwasm")), "the isolate was built into the (empty) cache"
     assert os.environ.get("CODEMODE_CACHE_DIR") != str(cache)
+
+
+async def _serve_and_execute(command: str, args: list[str], env: dict[str, str], cwd: Path, log: Path) -> None:
+    """``codemode serve`` (the bundled Petstore spec) over stdio, as an MCP client starts it; a dry run."""
+    params = StdioServerParameters(command=command, args=args, env=env, cwd=cwd)
+    with log.open("w") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+            init = await asyncio.wait_for(session.initialize(), 180)
+            assert init.server_info.name == "petstore" and init.server_info.version == "0.1.0", init.server_info
+            code = "result = api.pet.find_pets_by_status(status='sold')[0]['name']"
+            result = await asyncio.wait_for(
+                session.call_tool("execute", {"code": code, "dry_run": True}),
+                600,  # the isolate is reused from the dev cache when the guest is the same; else built here
+            )
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert not result.is_error, text
+    assert json.loads(text)["result"] == "doggie"
+
+
+@pytest.mark.parametrize("backend", ["pip", "uv"])
+async def test_pipx_installs_the_wheel_and_its_codemode_serves_from_another_folder(
+    wheel: Path, wheelhouse: Path, tmp_path: Path, backend: str
+) -> None:
+    """``pipx install <wheel>``: pipx 1.18 picks the uv backend when uv is there, pip otherwise; both."""
+    home, bin_dir = tmp_path / "home", tmp_path / "bin"
+    env = _isolated_env(home, PIPX_HOME=str(tmp_path / "pipx"), PIPX_BIN_DIR=str(bin_dir),
+                        PIPX_MAN_DIR=str(tmp_path / "man"), UV_NO_CONFIG="1", UV_CACHE_DIR=str(tmp_path / "uv"),
+                        UV_PYTHON_DOWNLOADS="never")  # fmt: skip
+    install = subprocess.run(
+        [str(TOOLS / "pipx"), "install", "--backend", backend, "--python", sys.executable,
+         f"--pip-args=--no-index --find-links={wheelhouse}", str(wheel)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-3000:]
+    codemode = bin_dir / "codemode"
+    assert codemode.exists(), install.stdout
+    shebang = codemode.resolve().read_text(errors="replace").splitlines()[0]
+    assert str(tmp_path / "pipx" / "venvs" / "codemode-mcp") in shebang, shebang  # pipx's own venv, not ours
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run_env = {**env, "PATH": f"{bin_dir}:/usr/bin:/bin", "CODEMODE_CACHE_DIR": str(default_cache_dir())}
+    search = subprocess.run(
+        [str(codemode), "search", "petstore", "find pets by status", "--limit", "1"],
+        cwd=elsewhere, env=run_env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert search.returncode == 0 and "api.pet.find_pets_by_status" in search.stdout, search.stderr
+    await _serve_and_execute(str(codemode), ["serve"], run_env, elsewhere, tmp_path / "server.log")
+
+
+async def test_uvx_runs_the_wheel_offline_from_another_folder(wheel: Path, wheelhouse: Path, tmp_path: Path) -> None:
+    """``uvx --from <wheel> codemode …``, the way an MCP client config would start it, with an empty uv cache."""
+    env = _isolated_env(tmp_path / "home", UV_NO_CONFIG="1", UV_CACHE_DIR=str(tmp_path / "uv-cache"),
+                        UV_TOOL_DIR=str(tmp_path / "uv-tools"), UV_PYTHON=sys.executable, UV_PYTHON_DOWNLOADS="never",
+                        CODEMODE_CACHE_DIR=str(default_cache_dir()))  # fmt: skip
+    uvx = [str(TOOLS / "uvx"), "--offline", "--no-index", "--find-links", str(wheelhouse), "--from", str(wheel)]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    search = subprocess.run(
+        [*uvx, "codemode", "search", "petstore", "find pets by status", "--limit", "1"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert search.returncode == 0 and "api.pet.find_pets_by_status" in search.stdout, search.stderr[-3000:]
+    assert any((tmp_path / "uv-cache").rglob("codemode_mcp*")), "uv installed the wheel into its own cache"
+    await _serve_and_execute(uvx[0], [*uvx[1:], "codemode", "serve"], env, elsewhere, tmp_path / "server.log")
