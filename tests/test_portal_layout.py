@@ -134,3 +134,30 @@ def test_connect_works_without_the_portal_extra(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "connect ok without the portal extra" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "loaded", "absent"),
+    [
+        (["serve", "petstore3-openapi.yaml"], [], ["codemode_portal"]),
+        (["--debug", "search", "x", "y"], [], ["codemode_portal"]),
+        (["--version"], [], ["codemode_portal"]),
+        (["portal", "user", "list"], ["portal"], ["codemode_portal._connect._auth"]),
+        (["connect", "https://p.example/mcp/x"], ["connect"], ["codemode_portal._cli", "sqlalchemy"]),
+        (["--help"], ["portal", "connect"], []),
+        (["sevre"], ["portal", "connect"], []),  # a typo: usage lists every command
+    ],
+)
+def test_a_command_imports_only_the_plugin_it_names(argv: list[str], loaded: list[str], absent: list[str]) -> None:
+    """A stdio client starts `codemode serve`: it must not pay for importing the portal (about 1 s)."""
+    code = (
+        "import sys\n"
+        "from codemode._cli import build_parser\n"
+        f"choices = build_parser({argv!r})._subparsers._group_actions[0].choices\n"
+        f"assert all(c in choices for c in {loaded!r}), sorted(choices)\n"
+        f"leaked = [m for m in sys.modules if any(m == a or m.startswith(a + '.') for a in {absent!r})]\n"
+        "assert not leaked, leaked\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr

@@ -7,6 +7,7 @@ the user exists, and an unknown name costs the same argon2 verification as a kno
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import time
@@ -25,11 +26,16 @@ USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # argon2 hashes anything, but a megabyte "password" is a denial-of-service vector
 _HASHER = PasswordHasher()  # argon2id, library defaults (RFC 9106 low-memory profile)
-_DUMMY = _HASHER.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
     return _HASHER.hash(password)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """What an unknown user's password is checked against, so that a miss costs what a hit costs."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
 
 
 def verify_password(password_hash: str, password: str) -> bool:
@@ -120,7 +126,7 @@ class Users:
                     retry_after=s.login_window_seconds,
                 )  # fmt: skip
         user = self.store.find_user(name) if USER_NAME.fullmatch(name) and len(password) <= MAX_PASSWORD else None
-        ok = verify_password(user.password_hash if user else _DUMMY, password[:MAX_PASSWORD])
+        ok = verify_password(user.password_hash if user else _dummy_hash(), password[:MAX_PASSWORD])
         if user is None or not ok or user.disabled:
             for key in keys:
                 self.store.add_rate_event(key, now)

@@ -36,8 +36,18 @@ examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole parser: built-in commands, then commands from installed plugins."""
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv``: global options are flags only, so it is the first word."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser: built-in commands, then commands from installed plugins.
+
+    With ``argv``, a plugin is imported only when it can matter: a built-in command (``serve``,
+    which stdio clients start) or ``--version`` imports none, a plugin's command imports that one
+    plugin, anything else (help, a typo) imports all so that usage lists them.
+    """
     p = argparse.ArgumentParser(
         prog="codemode",
         description="Any OpenAPI spec as an MCP server with two tools: search and execute.",
@@ -49,7 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _BUILTIN:
         module.register(commands)
-    for ep in sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda e: e.name):
+    plugins = sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda e: e.name)
+    if argv is not None:
+        word = _command_word(argv)
+        if word in commands.choices or (word is None and "--version" in argv):
+            plugins = []
+        elif any(ep.name == word for ep in plugins):
+            plugins = [ep for ep in plugins if ep.name == word]
+    for ep in plugins:
         try:
             register = ep.load()
         except ImportError as exc:  # a plugin whose extra is not installed: its command is absent
@@ -60,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s"
     )
