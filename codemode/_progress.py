@@ -313,28 +313,40 @@ class McpReporter:
         self._ctx = ctx
         self._loop = asyncio.get_running_loop()
         self._log_lines = log_lines
-        self._last: dict[str, float] = {}
+        self._last: dict[str, float] = {}  # each running step's own progress
+        self._base: dict[str, float] = {}  # where the call's progress stood when each running step started
+        self._sent = 0.0  # the call's progress, as last sent
         self._lock = threading.Lock()
         self._pending: set[asyncio.Future[None]] = set()
         self._order = asyncio.Lock()  # FIFO: notifications leave in the order they were emitted
 
     def emit(self, event: ProgressEvent) -> None:
         with self._lock:
+            # One call has one progress token, and MCP progress must increase on it across every step
+            # the call waits for (the isolate's build, then its compile): each step counts on from
+            # where the call's progress stood when the step started, its total shifted likewise.
+            base = self._base.setdefault(event.step, self._sent)
             if event.finished:
-                progress = event.total if event.total is not None else max(self._last.get(event.step, 0) + 1e-3, 1.0)
+                own = event.total if event.total is not None else max(self._last.get(event.step, 0) + 1e-3, 1.0)
                 self._last.pop(event.step, None)
+                self._base.pop(event.step, None)
             else:
-                progress = _next_progress(self._last.get(event.step, 0.0), event)
-                self._last[event.step] = progress
-        self._submit(self._send(event, progress))
+                own = _next_progress(self._last.get(event.step, 0.0), event)
+                self._last[event.step] = own
+            progress = max(base + own, self._sent + 1e-6)
+            total = base + event.total if event.total is not None else None
+            if total is not None and total < progress:
+                total = None  # steps overlapping in time: the count goes on, without a total it would pass
+            self._sent = progress
+        self._submit(self._send(event, progress, total))
 
-    async def _send(self, event: ProgressEvent, progress: float) -> None:
+    async def _send(self, event: ProgressEvent, progress: float, total: float | None) -> None:
         async with self._order:
-            await self._send_now(event, progress)
+            await self._send_now(event, progress, total)
 
-    async def _send_now(self, event: ProgressEvent, progress: float) -> None:
+    async def _send_now(self, event: ProgressEvent, progress: float, total: float | None) -> None:
         try:
-            await self._ctx.report_progress(progress, event.total, event.text())
+            await self._ctx.report_progress(progress, total, event.text())
             if self._log_lines and event.kind in ("start", "done", "failed"):
                 level = "warning" if event.kind == "failed" else "info"
                 with warnings.catch_warnings():  # the logging capability is deprecated in 2026-07-28

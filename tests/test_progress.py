@@ -200,6 +200,32 @@ async def test_mcp_reporter_without_total_uses_elapsed_seconds() -> None:
     assert ctx.logs == []
 
 
+async def test_mcp_progress_keeps_increasing_across_the_steps_of_one_call() -> None:
+    """A first execute waits for two steps (build, then compile) on one progress token: the second step's
+    progress went back to 0.001 (MCP: progress MUST increase). Each step counts on from where the call
+    stood, a total shifted likewise; steps overlapping in time still never go back."""
+    ctx = FakeCtx()
+    reporter = McpReporter(ctx, log_lines=False)
+    for elapsed in (0.0, 1.0, 2.0):
+        reporter.emit(ProgressEvent("build", "tick", elapsed=elapsed))
+    reporter.emit(ProgressEvent("build", "done", elapsed=2.5))
+    for elapsed in (0.0, 1.0):
+        reporter.emit(ProgressEvent("compile", "tick", elapsed=elapsed))
+    reporter.emit(ProgressEvent("compile", "done", elapsed=1.5))
+    reporter.emit(ProgressEvent("embed", "start", done=0, total=10))
+    reporter.emit(ProgressEvent("embed", "advance", done=5, total=10))
+    reporter.emit(ProgressEvent("other", "tick", elapsed=0.0))  # overlapping: starts where the call stands
+    reporter.emit(ProgressEvent("embed", "done", done=10, total=10))
+    await reporter.flush()
+    values = [p for p, _, _ in ctx.progress]
+    assert len(values) == 11
+    assert all(b > a for a, b in itertools.pairwise(values)), values
+    build_end, compile_end, embed_half = values[3], values[6], values[8]
+    assert 2 <= build_end < 3 and values[4] > build_end and 1 <= compile_end - build_end < 2
+    assert ctx.progress[8][1] == pytest.approx(compile_end + 10) and embed_half == pytest.approx(compile_end + 5)
+    assert values[-1] == pytest.approx(compile_end + 10)
+
+
 async def test_mcp_progress_reaches_a_real_client() -> None:
     """A tool that waits for a background step forwards its progress to the calling client."""
     hub = ProgressHub()

@@ -9,18 +9,22 @@ Nothing here reaches a package index: dependencies come from ``.cache/wheelhouse
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mcp import types
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from codemode._paths import default_cache_dir
+from codemode._sandbox._build import BUILD_STEP, COMPILE_STEP
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEELHOUSE = ROOT / ".cache" / "wheelhouse"
@@ -87,14 +91,27 @@ async def test_a_fresh_venv_serves_the_bundled_spec_and_executes_on_the_first_ca
     )  # fmt: skip
     assert search.returncode == 0 and "api.pet.find_pets_by_status" in search.stdout, search.stderr
     params = StdioServerParameters(command=str(venv / "bin" / "codemode"), args=["serve"], env=env, cwd=elsewhere)
+    progress: list[tuple[float, float | None, str | None]] = []
+    lines: list[tuple[str, Any]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, total, message))
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        lines.append((params.level, params.data))
+
     with (tmp_path / "server.log").open("w") as errlog:
-        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+        async with (
+            stdio_client(params, errlog=errlog) as (read, write),
+            ClientSession(read, write, logging_callback=on_log, log_level="info") as session,
+        ):
             await asyncio.wait_for(session.initialize(), 120)
             result = await asyncio.wait_for(
                 session.call_tool(
                     "execute",
                     {"code": "pets = api.pet.find_pets_by_status(status='sold')\nresult = pets[0]['name']",
                      "dry_run": True},
+                    progress_callback=on_progress,
                 ),
                 600,  # the first call builds the isolate: tens of seconds on a loaded 2-core machine
             )  # fmt: skip
@@ -102,6 +119,20 @@ async def test_a_fresh_venv_serves_the_bundled_spec_and_executes_on_the_first_ca
     assert not result.is_error, text
     assert json.loads(text)["result"] == "doggie"  # the spec's own example
     assert any(cache.rglob("*.cwasm")), "the isolate was built into the (empty) cache"
+    # The client that sent a progress token heard about the build while it waited (it took well over
+    # the 2 s a step may stay silent): notifications/progress with increasing values, a heartbeat at
+    # least every second, and a start and an end line of each step in notifications/message.
+    messages = [m or "" for _, _, m in progress]
+    assert any(m.startswith(BUILD_STEP) for m in messages), messages[:5]
+    assert any(m.startswith(f"{COMPILE_STEP}: done in") for m in messages), messages[-5:]
+    values = [p for p, _, _ in progress]
+    assert all(b > a for a, b in itertools.pairwise(values)), values  # on one token, across both steps
+    ticks = [m for m in messages if m.startswith(f"{BUILD_STEP}: ") and "done" not in m]
+    assert len(ticks) >= 2, messages[:10]  # a build takes several seconds: the heartbeat spoke meanwhile
+    logged = [str(data) for level, data in lines if level == "info"]
+    for name in (BUILD_STEP, COMPILE_STEP):
+        assert f"{name}…" in logged, logged
+        assert any(text.startswith(f"{name}: done in") for text in logged), logged
     assert os.environ.get("CODEMODE_CACHE_DIR") != str(cache)
 
 
