@@ -50,6 +50,11 @@ class CredentialSource(Protocol):
         """Every secret value (and derived form) this source may put on the wire, for scrubbing."""
         ...
 
+    def reserved(self) -> frozenset[tuple[str, str]]:
+        """Where this source may put a credential, as ``(location, lower-case name)``: guest code
+        may not set a header, query parameter or cookie of that name (it is refused, never sent)."""
+        ...
+
 
 def _no_denial(_op: Operation) -> str | None:
     return None

@@ -144,7 +144,7 @@ class Executor:
         self.policy = policy or OperationPolicy(
             spec, read_only=settings.read_only, allow=settings.allow, deny=settings.deny
         )
-        self._spec_ops: str | None = None
+        self._spec_ops: tuple[list[dict[str, Any]], str] | None = None  # operation views, and as JSON
         self._threads: tuple[asyncio.AbstractEventLoop, anyio.CapacityLimiter] | None = None
 
     # -- policy --------------------------------------------------------------------------
@@ -186,17 +186,19 @@ class Executor:
         return self._threads[1]
 
     async def _run(
-        self, report: ExecuteReport, client: str, run: Callable[[], RunOutcome], scrubber: Scrubber
+        self, report: ExecuteReport, client: str, run: Callable[[], RunOutcome], scrubber: Callable[[], Scrubber]
     ) -> ExecuteReport:
+        """``scrubber`` is asked again after the run: a caller's source learns its secrets as it sends."""
         try:
             async with self.limiter.slot(client, self.settings.limits.memory_mb):
-                with LOG_FILTER.current(scrubber):
+                with LOG_FILTER.current(scrubber()):
                     outcome = await anyio.to_thread.run_sync(run, limiter=self._run_threads())
         except ServerBusy as exc:
             report.busy = exc.message
             return report
-        report.outcome = scrub_outcome(scrubber, outcome)
-        report.notes = [scrubber.scrub_text(n) for n in report.notes]
+        final = scrubber()
+        report.outcome = scrub_outcome(final, outcome)
+        report.notes = [final.scrub_text(n) for n in report.notes]
         return report
 
     async def execute(
@@ -216,8 +218,7 @@ class Executor:
             bridge = _Bridge(self, loop, report, dry_run, caller)
             return self.sandbox.run(code, bridge, inject=("api",), limits=self.settings.limits)
 
-        scrubber = _Bridge.scrubber_for(self, caller)
-        return await self._run(report, _client_key(caller, client), run, scrubber)
+        return await self._run(report, _client_key(caller, client), run, lambda: _Bridge.scrubber_for(self, caller))
 
     async def run_search_code(
         self, code: str, *, client: str | None = None, caller: Caller | None = None
@@ -234,7 +235,7 @@ class Executor:
         def run() -> RunOutcome:
             return self.sandbox.run(code, budget, inject=("spec",), limits=self.settings.limits)
 
-        return await self._run(report, _client_key(caller, client), run, self.scrubber)
+        return await self._run(report, _client_key(caller, client), run, lambda: self.scrubber)
 
     # -- code-mode search ----------------------------------------------------------------
     def _spec_bridge(self, channel: str, payload: str, caller: Caller | None = None) -> tuple[bool, str]:
@@ -247,11 +248,13 @@ class Executor:
             return _err("usage", "malformed spec request")
         if what == "operations":
             if self._spec_ops is None:
-                self._spec_ops = json.dumps([self._op_view(op) for op in self.spec.operations])
+                views = [self._op_view(op) for op in self.spec.operations]
+                self._spec_ops = (views, json.dumps(views))
+            views, text = self._spec_ops
             if caller is None:
-                return True, self._spec_ops
+                return True, text
             marked = []
-            for op, view in zip(self.spec.operations, json.loads(self._spec_ops), strict=True):
+            for op, view in zip(self.spec.operations, views, strict=True):
                 why = caller.denial(op)
                 marked.append({**view, "callable": why is None, **({"not_callable": why} if why else {})})
             return True, json.dumps(marked)
@@ -315,8 +318,7 @@ class _Bridge:
         self.deadline = time.monotonic() + ex.settings.limits.timeout_seconds
         # Reserved names: the caller's own credentials when they bring them, else the server's.
         source = caller.credentials if caller is not None else None
-        reserved = getattr(source, "reserved", None)
-        self.reserved: Reserved = ex.reserved if source is None else (reserved() if callable(reserved) else ex.reserved)
+        self.reserved: Reserved = ex.reserved if source is None else source.reserved()
 
     def __call__(self, channel: str, payload: str) -> tuple[bool, str]:
         try:

@@ -148,20 +148,26 @@ class HttpxUpstream:
         credentials: CredentialSource | None = (
             caller.credentials if caller is not None and caller.credentials is not None else self._credentials
         )
-        scrubber = self.scrubber
-        if credentials is not None and credentials is not self._credentials:
-            scrubber = scrubber.extended(credentials.secrets())
+        own = credentials is not None and credentials is not self._credentials
+        scrubber = self.scrubber.extended(credentials.secrets()) if own and credentials else self.scrubber
         run_deadline = request.deadline
         # A caller's own secrets are not in the process-wide log filter: scrub them from what is
         # logged while this request is sent (httpx logs the URL, with a query key, at INFO).
         logs = ExitStack()
+
+        def learned(source: CredentialSource) -> Scrubber:
+            """After apply(): what a caller's source sent (a refreshed token too) is known now."""
+            if not own:
+                return scrubber
+            fresh = self.scrubber.extended(source.secrets())
+            logs.enter_context(LOG_FILTER.current(fresh))
+            return fresh
+
         try:
             original = request
             if credentials is not None:
                 request = await credentials.apply(request)
-                if credentials is not self._credentials:  # after apply(): a refreshed token is known now
-                    scrubber = self.scrubber.extended(credentials.secrets())
-                    logs.enter_context(LOG_FILTER.current(scrubber))
+                scrubber = learned(credentials)
             outgoing = self._build(request, method)
             audit_url = self._audit_url(request, outgoing.url)
             refreshed = False
@@ -196,9 +202,7 @@ class HttpxUpstream:
                     refreshed = True
                     await response.aclose()
                     request = await credentials.apply(original)
-                    if credentials is not self._credentials:
-                        scrubber = self.scrubber.extended(credentials.secrets())
-                        logs.enter_context(LOG_FILTER.current(scrubber))
+                    scrubber = learned(credentials)
                     outgoing = self._build(request, method)
                     continue
                 try:

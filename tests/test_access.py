@@ -47,6 +47,24 @@ class UserToken:
     def secrets(self) -> set[str]:
         return {self.token, f"Bearer {self.token}"}
 
+    def reserved(self) -> frozenset[tuple[str, str]]:
+        return frozenset({("header", "authorization")})
+
+
+class LearnedToken(UserToken):
+    """Knows its secret only once it has sent it (as the portal's per-user source does)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(token)
+        self.sent = False
+
+    async def apply(self, request: UpstreamRequest) -> UpstreamRequest:
+        self.sent = True
+        return await super().apply(request)
+
+    def secrets(self) -> set[str]:
+        return super().secrets() if self.sent else set()
+
 
 def echo_transport(seen: list[httpx.Request]) -> httpx.MockTransport:
     def handler(request: httpx.Request) -> httpx.Response:
@@ -142,3 +160,26 @@ async def test_the_server_passes_the_caller_of_each_request_to_execute(spec: Any
         allowed = await server.execute("api.pet.add(name='Rex', photoUrls=[])")
     assert refused.is_error and "PermissionError" in refused.content[0].text  # type: ignore[union-attr]
     assert not allowed.is_error and [r.method for r in seen] == ["POST"]
+
+
+async def test_the_answer_is_scrubbed_with_secrets_the_caller_learned_during_the_run(spec: Any) -> None:
+    ex = executor(spec, [], [], {})
+    secret = "user-secret-0123456789"
+    # the model pasted the user's key into its code; the source learns it only when it first sends
+    code = f"api.pet.get_by_id(1)\nprint({secret!r})\nresult = {{'k': {secret!r}}}"
+    out = await run(ex, code, Caller(subject="alice", credentials=LearnedToken(secret)))
+    assert not out["is_error"], out
+    assert secret not in json.dumps(out), out
+
+
+async def test_a_guest_header_named_like_the_callers_credential_is_refused_never_sent() -> None:
+    httpbin = load_spec(str(PETSTORE.parent / "httpbin-0.10.4-served-spec.json"))
+    seen: list[httpx.Request] = []
+    ex = executor(httpbin, seen, [], {})  # no shared credentials: only the caller's reserve the name
+    code = (
+        "try:\n    api.auth.list_bearer(Authorization='Bearer attacker')\n"
+        "except PermissionError as e:\n    result = str(e)"
+    )
+    out = await run(ex, code, Caller(subject="alice", credentials=UserToken("user-token-0123456789")))
+    assert "Authorization" in out["result"], out
+    assert not seen, [dict(r.headers) for r in seen]

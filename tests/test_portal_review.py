@@ -102,6 +102,9 @@ class QueryKey:
     def secrets(self) -> set[str]:
         return {self.key} if self.loaded else set()
 
+    def reserved(self) -> frozenset[tuple[str, str]]:
+        return frozenset({("query", "api_key")})
+
 
 # -- secrets -------------------------------------------------------------------------------
 

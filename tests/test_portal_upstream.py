@@ -89,6 +89,9 @@ async def test_two_linked_users_each_see_their_own_identity(world: World) -> Non
     rows = world.audit_rows()
     assert [(r.event, r.user_id) for r in rows if r.event == "upstream_linked"] == [
         ("upstream_linked", "u-alice"), ("upstream_linked", "u-bob")]  # fmt: skip
+    # the user's token goes in Authorization: guest code may not set that header itself
+    source = await world.keeper.credentials_for("u-alice", SERVER)
+    assert source is not None and ("header", "authorization") in source.reserved()
 
 
 async def test_a_user_without_a_credential_gets_a_catchable_error_naming_the_page(world: World) -> None:

@@ -85,6 +85,9 @@ class MissingCredential:
     def secrets(self) -> Iterable[str]:
         return ()
 
+    def reserved(self) -> frozenset[tuple[str, str]]:
+        return frozenset()  # every call fails before anything is sent
+
 
 @dataclass
 class HostedServer:

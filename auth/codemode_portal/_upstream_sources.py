@@ -293,6 +293,14 @@ class UserCredentialSource:
     def secrets(self) -> Iterable[str]:
         return set(self._secrets)
 
+    def reserved(self) -> frozenset[tuple[str, str]]:
+        """Where any credential this user may hold for the server goes (whichever they gave)."""
+        names = {("header", "authorization")}
+        for scheme in self.plan.schemes.values():
+            if scheme.type == "apiKey" and scheme.location and scheme.param_name:
+                names.add((scheme.location, scheme.param_name.lower()))
+        return frozenset(names)
+
 
 def _with_bearer(request: UpstreamRequest, scheme: str, token: str) -> UpstreamRequest:
     """``Authorization: Bearer`` on a request whose security alternatives ``scheme`` satisfies alone
