@@ -320,6 +320,32 @@ ATTACKS = [
         "import operator\nresult = operator.methodcaller('_' * 2 + 'reduce_ex' + '_' * 2, 2)(1)",
         error_is("AttributeError", contains="dunder"),
     ),
+    # Strings typing evaluates (string annotations, TypedDict fields, ForwardRef) are data to the policy
+    # unless written as annotations; in the guest a forward reference must be a type expression.
+    Attack(
+        "typeddict_field_evaluated",
+        "import typing\nT = typing.TypedDict('T', {'a': '().__class__.__base__'})\n"
+        "result = str(typing.get_type_hints(T))",
+        error_is("TypeError", contains="is not a type expression"),
+    ),
+    Attack(
+        "annotation_from_a_variable",
+        "import typing\ns = '_' * 2 + 'import' + '_' * 2 + \"('os').getcwd()\"\nclass A:\n    x: s\n"
+        "result = str(typing.get_type_hints(A))",
+        error_is("TypeError", contains="is not a type expression"),
+    ),
+    Attack(
+        "forward_ref_eval",
+        "import typing\nr = typing.ForwardRef('ev' + 'al(\"[].__class__\")')\nresult = str(r.evaluate())",
+        error_is("TypeError", contains="is not a type expression"),
+    ),
+    Attack(
+        "forward_refs_that_are_types",
+        "import typing\nT = typing.TypedDict('T', {'a': 'int', 'b': 'list[str] | None', 'c': 'dict[str, int]'})\n"
+        "class A:\n    x: 'int'\n    y: 'tuple[int, ...]'\n"
+        "result = [sorted(typing.get_type_hints(T)), sorted(typing.get_type_hints(A))]",
+        result_is([["a", "b", "c"], ["x", "y"]]),
+    ),
     # str.format still reads attributes by name: a string comes out, never an object
     Attack(
         "format_dunder_runtime", "result = ('{0.%sclass%s}' % ('_' * 2, '_' * 2)).format(1)", result_is("<class 'int'>")

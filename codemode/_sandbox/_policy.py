@@ -25,8 +25,8 @@ Every other string is data, whatever it contains: a path ``src/__init__.py``, a 
 ``{"__module__": ...}``, Box's ``Box__Security__Classification__Key``, Kinto's ``/__heartbeat__``.
 Scanning data for special names stopped nothing (``"_" * 2 + "class" + "_" * 2`` builds the same
 string) and refused real values; the guest guards the functions that turn a string into an
-attribute access (``operator.attrgetter`` / ``methodcaller`` refuse dunders at run time), and the
-isolate is the wall.
+attribute access (``operator.attrgetter`` / ``methodcaller`` refuse dunders at run time) or into
+code (a forward reference must be a type expression), and the isolate is the wall.
 
 Single-underscore names (``_``, ``_private``, ``obj._asdict()``) are allowed:
 RestrictedPython's own opinions (no ``_`` names, no augmented assignment of

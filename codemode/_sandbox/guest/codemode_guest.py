@@ -16,11 +16,14 @@ the host parses into a ``RunOutcome``.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import importlib
 import json
 import operator
+import sys
 import types
+import typing
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -250,6 +253,52 @@ _GUARDED: dict[tuple[str, str], Any] = {
     ("operator", "attrgetter"): _attrgetter,
     ("operator", "methodcaller"): _methodcaller,
 }
+
+
+#: What a forward reference (``ForwardRef("list[Pet] | None")``, a string annotation, a ``TypedDict``
+#: field given as a string) may be: a type expression. typing evaluates it with ``eval``, so anything
+#: more (a call, a dunder, ``eval`` itself) would be code that no policy check ever saw.
+_TYPE_EXPRESSION_NODES = (
+    ast.Expression, ast.Name, ast.Attribute, ast.Subscript, ast.Tuple, ast.List, ast.Constant, ast.BinOp,
+    ast.BitOr, ast.UnaryOp, ast.USub, ast.Load,
+)  # fmt: skip
+_NOT_TYPES = frozenset({"eval", "exec", "compile", "getattr", "setattr", "delattr", "globals", "locals", "vars"})
+
+
+def _type_expression(arg: object) -> None:
+    if not isinstance(arg, str):
+        return  # typing refuses it itself
+    try:
+        tree = ast.parse(arg.strip(), mode="eval")
+    except (SyntaxError, ValueError):
+        return  # typing raises its own SyntaxError
+    for node in ast.walk(tree):
+        bad = not isinstance(node, _TYPE_EXPRESSION_NODES)
+        bad = bad or (isinstance(node, ast.BinOp) and not isinstance(node.op, ast.BitOr))
+        bad = bad or (isinstance(node, ast.Name) and (node.id.startswith("__") or node.id in _NOT_TYPES))
+        bad = bad or (isinstance(node, ast.Attribute) and node.attr.startswith("_"))
+        if bad:
+            raise TypeError(
+                f"forward reference {arg[:200]!r} is not a type expression (names, attributes, subscripts, "
+                "literals and | only)"
+            )
+
+
+def _guard_forward_references() -> None:
+    """Every string typing will evaluate becomes a ``ForwardRef`` first: check it there. Only in the
+    isolate: the host's own libraries (pydantic) evaluate their annotations through the same class."""
+    forward_ref: Any = typing.ForwardRef
+    real_init = forward_ref.__init__
+
+    def guarded_init(self: Any, arg: Any, *args: Any, **kwargs: Any) -> None:
+        _type_expression(arg)
+        real_init(self, arg, *args, **kwargs)
+
+    forward_ref.__init__ = guarded_init
+
+
+if sys.platform == "wasi":  # at build time: the snapshot keeps it
+    _guard_forward_references()
 
 
 class _Views:
