@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin
 
+from . import _build_top as top
+from ._build_top import pointer_escape
 from ._errors import SpecError
 from ._fills import spec_fill
-from ._ir import ApiSpec, Body, Encoding, OAuthFlow, Operation, Param, Response, SecurityScheme, SpecWarning
+from ._ir import ApiSpec, Body, Encoding, Operation, Param, Response, SecurityScheme, SpecWarning
 from ._loader import DocumentStore
 from ._naming import NameRequest, assign_names, param_py_names
 from ._schemas import SchemaCollector
@@ -41,25 +42,7 @@ COLLECTION_FORMATS: dict[str, tuple[str, bool]] = {
     "csv": ("form", False), "multi": ("form", True), "pipes": ("pipeDelimited", False),
     "ssv": ("spaceDelimited", False), "tsv": ("tabDelimited", False),
 }  # fmt: skip
-# Swagger 2.0 oauth2 `flow` -> OpenAPI 3 flow name.
-SWAGGER_FLOWS = {
-    "accessCode": "authorizationCode", "application": "clientCredentials",
-    "implicit": "implicit", "password": "password",
-}  # fmt: skip
 _JSONISH = re.compile(r"^application/([\w.+-]*\+)?json", re.I)
-_SERVER_VAR = re.compile(r"\{([^}]+)\}")
-
-
-def _esc(part: str) -> str:
-    return part.replace("~", "~0").replace("/", "~1")
-
-
-def _text(value: Any, limit: int = 2000) -> str:
-    return plain_text(value, limit)
-
-
-def _url(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 _NONE = object()
@@ -120,116 +103,6 @@ class _Builder:
             return value or []
         self.warn(f"{where}/{key}", f"{key} is a {type(value).__name__}, not a list; ignored")
         return []
-
-    # -- top level -----------------------------------------------------------------------
-    def servers(self, node: Any, where: str) -> tuple[str, ...]:
-        out: list[str] = []
-        if not isinstance(node, list):
-            return ()
-        for i, server in enumerate(node):
-            if not isinstance(server, dict) or not isinstance(server.get("url"), str):
-                self.warn(f"{where}/{i}", "server entry has no url; ignored")
-                continue
-            variables = server.get("variables") or {}
-
-            def sub(m: re.Match[str], variables: dict[str, Any] = variables) -> str:
-                var = variables.get(m.group(1)) or {}
-                enum = var.get("enum") or []
-                return str(var.get("default", enum[0] if enum else m.group(0)))
-
-            url = _SERVER_VAR.sub(sub, server["url"])
-            if self.store.root_uri.startswith("http") and not url.startswith(("http://", "https://")):
-                url = urljoin(self.store.root_uri, url)
-            out.append(url.rstrip("/") if url != "/" else url)
-        return tuple(out)
-
-    def swagger_servers(self) -> tuple[str, ...]:
-        host = self.root.get("host")
-        base = str(self.root.get("basePath") or "")
-        if base and not base.startswith("/"):
-            base = "/" + base
-        if not host:
-            return (base.rstrip("/"),) if base.strip("/") else ()
-        schemes = self.root.get("schemes") or ["https"]
-        scheme = "https" if "https" in schemes else str(schemes[0])
-        return (f"{scheme}://{host}{base}".rstrip("/"),)
-
-    def security_schemes(self) -> dict[str, SecurityScheme]:
-        raw = (
-            self.root.get("securityDefinitions")
-            if self.swagger
-            else (self.root.get("components") or {}).get("securitySchemes")
-        ) or {}
-        out: dict[str, SecurityScheme] = {}
-        for name, node in raw.items():
-            try:
-                node = self.store.deref(node, self.uri).node
-            except (KeyError, SpecError):
-                self.warn(f"/components/securitySchemes/{_esc(name)}", "security scheme $ref does not resolve")
-                continue
-            if not isinstance(node, dict):
-                continue
-            kind = str(node.get("type", ""))
-            if kind == "basic":  # Swagger 2.0
-                out[name] = SecurityScheme(name, "http", scheme="basic")
-                continue
-            flows = self.oauth_flows(node) if kind == "oauth2" else ()
-            cc = next((f for f in flows if f.kind == "clientCredentials"), None)
-            oidc = node.get("openIdConnectUrl")
-            out[name] = SecurityScheme(
-                name=name,
-                type=kind,
-                scheme=str(node["scheme"]).lower() if node.get("scheme") else None,
-                location=node.get("in"),
-                param_name=node.get("name"),
-                token_url=cc.token_url if cc else None,
-                scopes=tuple(s for s, _ in cc.scopes) if cc else (),
-                flows=flows,
-                openid_connect_url=oidc if isinstance(oidc, str) else None,
-            )
-        return out
-
-    def oauth_flows(self, node: dict[str, Any]) -> tuple[OAuthFlow, ...]:
-        """OpenAPI 3 ``flows``, or the one Swagger 2.0 ``flow`` (accessCode, application, …) mapped onto them."""
-        if self.swagger:
-            kind = SWAGGER_FLOWS.get(str(node.get("flow")))
-            raw: dict[str, Any] = {kind: node} if kind else {}
-        else:
-            flows = node.get("flows")
-            raw = flows if isinstance(flows, dict) else {}
-        out: list[OAuthFlow] = []
-        for kind, flow in raw.items():
-            if not isinstance(flow, dict):
-                continue
-            declared = flow.get("scopes")
-            scopes: dict[str, Any] = declared if isinstance(declared, dict) else {}
-            out.append(
-                OAuthFlow(
-                    kind=str(kind),
-                    authorization_url=_url(flow.get("authorizationUrl")),
-                    token_url=_url(flow.get("tokenUrl")),
-                    refresh_url=_url(flow.get("refreshUrl")),
-                    scopes=tuple((str(s), _text(d, 200)) for s, d in scopes.items()),
-                )
-            )
-        return tuple(out)
-
-    @staticmethod
-    def security(node: Any) -> tuple[tuple[str, ...], ...] | None:
-        if not isinstance(node, list):
-            return None
-        return tuple(tuple(req.keys()) for req in node if isinstance(req, dict))
-
-    @staticmethod
-    def security_scopes(node: Any) -> tuple[tuple[str, ...], ...] | None:
-        """For each alternative of a security requirement list, the scopes it names (parallel to ``security``)."""
-        if not isinstance(node, list):
-            return None
-        return tuple(
-            tuple(dict.fromkeys(str(s) for v in req.values() if isinstance(v, list) for s in v))
-            for req in node
-            if isinstance(req, dict)
-        )
 
     # -- parameters ----------------------------------------------------------------------
     def param_schema(self, p: dict[str, Any], uri: str, where: str) -> dict[str, Any]:
@@ -327,7 +200,8 @@ class _Builder:
         if not props:
             return None
         return [
-            (k, k in required and k not in read_only, v, _text(v.get("description"), 200)) for k, v in props.items()
+            (k, k in required and k not in read_only, v, plain_text(v.get("description"), 200))
+            for k, v in props.items()
         ]
 
     def _read_only(self, schema: Any) -> bool:
@@ -366,12 +240,14 @@ class _Builder:
         media = self.pick_media(content)
         mnode = content.get(media) or {}
         schema = (
-            self.schemas.convert(mnode["schema"], loc.uri, f"{where}/requestBody/content/{_esc(media)}/schema")
+            self.schemas.convert(
+                mnode["schema"], loc.uri, f"{where}/requestBody/content/{pointer_escape(media)}/schema"
+            )
             if isinstance(mnode, dict) and "schema" in mnode
             else None
         )
         encoding = self.encoding(mnode.get("encoding") if isinstance(mnode, dict) else None, loc.uri,
-                                 f"{where}/requestBody/content/{_esc(media)}/encoding")  # fmt: skip
+                                 f"{where}/requestBody/content/{pointer_escape(media)}/encoding")  # fmt: skip
         body = Body(media, schema, bool(rb.get("required")), False, encoding)
         return body, "form" if media in FORM_MEDIA else "body"
 
@@ -382,7 +258,7 @@ class _Builder:
         out: list[tuple[str, Encoding]] = []
         for name, enc in node.items():
             if not isinstance(enc, dict):
-                self.warn(f"{where}/{_esc(str(name))}", "encoding entry is not an object; ignored")
+                self.warn(f"{where}/{pointer_escape(str(name))}", "encoding entry is not an object; ignored")
                 continue
             headers: list[tuple[str, str]] = []
             for hname, hnode in (enc.get("headers") or {}).items():
@@ -420,12 +296,12 @@ class _Builder:
             try:
                 loc = self.store.deref(rnode, uri)
             except (KeyError, SpecError):
-                self.warn(f"{where}/{_esc(status)}", "response $ref does not resolve; ignored")
+                self.warn(f"{where}/{pointer_escape(status)}", "response $ref does not resolve; ignored")
                 continue
             r = loc.node if isinstance(loc.node, dict) else {}
             media: str | None = None
             schema: dict[str, Any] | None = None
-            rw = f"{where}/{_esc(status)}"
+            rw = f"{where}/{pointer_escape(status)}"
             if self.swagger:
                 if "schema" in r:
                     media = produces[0] if produces else "application/json"
@@ -434,8 +310,10 @@ class _Builder:
                 media = self.pick_media(r["content"])
                 mnode = r["content"][media]
                 if isinstance(mnode, dict) and "schema" in mnode:
-                    schema = self.schemas.convert(mnode["schema"], loc.uri, f"{rw}/content/{_esc(media)}/schema")
-            out.append(Response(status, _text(r.get("description"), 300), media, schema))
+                    schema = self.schemas.convert(
+                        mnode["schema"], loc.uri, f"{rw}/content/{pointer_escape(media)}/schema"
+                    )
+            out.append(Response(status, plain_text(r.get("description"), 300), media, schema))
         return tuple(out)
 
     # -- operations ----------------------------------------------------------------------
@@ -457,7 +335,7 @@ class _Builder:
         for p, puri, pw in resolved:
             name, loc = p["name"], p["in"]
             schema = self.param_schema(p, puri, pw)
-            desc = _text(p.get("description"), 200)
+            desc = plain_text(p.get("description"), 200)
             if loc == "body":
                 media = self.pick_media(dict.fromkeys(consumes)) if consumes else "application/json"
                 body = Body(media, schema, bool(p.get("required")), False)
@@ -496,16 +374,16 @@ class _Builder:
                 body_fields = [(n, r and body.required, s, d) for n, r, s, d in fields]
                 body_location = "form" if body.media_type in FORM_MEDIA else "body"
         produces = list(op.get("produces") or self.root.get("produces") or [])
-        security = self.security(op.get("security"))
-        op_servers = self.servers(op.get("servers"), f"{where}/servers") or path_servers
+        security = top.security(op.get("security"))
+        op_servers = top.servers(op.get("servers"), f"{where}/servers", self.uri, self.warn) or path_servers
         raw_tags = op.get("tags")
         tags: list[Any] = raw_tags if isinstance(raw_tags, list) else []
         return _Draft(
             method=method,
             path=path,
             operation_id=op.get("operationId") if isinstance(op.get("operationId"), str) else None,
-            summary=_text(op.get("summary"), 300),
-            description=_text(op.get("description")),
+            summary=plain_text(op.get("summary"), 300),
+            description=plain_text(op.get("description")),
             tags=tuple(str(t) for t in tags),
             params=params,
             body=body,
@@ -513,7 +391,7 @@ class _Builder:
             body_location=body_location,
             responses=self.responses(op.get("responses"), uri, f"{where}/responses", produces),
             security=security if security is not None else global_security,
-            security_scopes=self.security_scopes(
+            security_scopes=top.security_scopes(
                 op.get("security") if security is not None else self.root.get("security")
             )
             or (),
@@ -524,13 +402,13 @@ class _Builder:
 
     def drafts(self) -> list[_Draft]:
         paths = self.root.get("paths")
-        global_security = self.security(self.root.get("security")) or ()
+        global_security = top.security(self.root.get("security")) or ()
         out: list[_Draft] = []
         if not isinstance(paths, dict):
             return out
         seen_ids: dict[str, str] = {}
         for path, item_node in paths.items():
-            pw = f"/paths/{_esc(str(path))}"
+            pw = f"/paths/{pointer_escape(str(path))}"
             if str(path).startswith("x-"):
                 continue
             try:
@@ -542,7 +420,7 @@ class _Builder:
             if not isinstance(item, dict):
                 self.warn(pw, "path item is not an object; path skipped")
                 continue
-            path_servers = self.servers(item.get("servers"), f"{pw}/servers")
+            path_servers = top.servers(item.get("servers"), f"{pw}/servers", self.uri, self.warn)
             ops = [(m, item[m]) for m in METHODS if m in item]
             extra = item.get("additionalOperations")  # OpenAPI 3.2
             if isinstance(extra, dict):
@@ -593,7 +471,7 @@ class _Builder:
             version = "3.0.0"
         elif not re.match(r"^(2\.0|3\.[0-2])", version):
             self.warn("/openapi", f"version {version!r} is not one this reader knows (2.0, 3.0–3.2); read as 3.x")
-        self.schemes = self.security_schemes()
+        self.schemes = top.security_schemes(self.store, self.swagger, self.warn)
         drafts = self.drafts()
         raw_hooks = self.root.get("webhooks")
         webhooks: dict[str, Any] = raw_hooks if isinstance(raw_hooks, dict) else {}
@@ -617,12 +495,16 @@ class _Builder:
                 self.schemas.complete_discriminators(op.body.schema)
         raw_info = self.root.get("info")
         info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
-        servers = self.swagger_servers() if self.swagger else self.servers(self.root.get("servers"), "/servers")
+        servers = (
+            top.swagger_servers(self.root)
+            if self.swagger
+            else top.servers(self.root.get("servers"), "/servers", self.uri, self.warn)
+        )
         return ApiSpec(
-            title=_text(info.get("title"), 200) or "API",
+            title=plain_text(info.get("title"), 200) or "API",
             version=str(info.get("version", "")),
             spec_version=version,
-            description=_text(info.get("description"), 1000),
+            description=plain_text(info.get("description"), 1000),
             servers=servers,
             operations=operations,
             schemas=self.schemas.schemas,
@@ -640,7 +522,7 @@ class _Builder:
         out: dict[str, str] = {}
         for tag in raw if isinstance(raw, list) else []:
             if isinstance(tag, dict) and isinstance(tag.get("name"), str):
-                out[tag["name"]] = _text(tag.get("description"), 500)
+                out[tag["name"]] = plain_text(tag.get("description"), 500)
         return out
 
     def finish(self, d: _Draft, group: str, name: str) -> Operation:

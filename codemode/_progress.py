@@ -154,10 +154,6 @@ class Step:
             event = self._event("advance")
         _safe_emit(self._reporter, event)
 
-    def set_total(self, total: float | None) -> None:
-        with self._lock:
-            self.total = total
-
     def __enter__(self) -> Step:
         self._started = time.monotonic()
         _safe_emit(self._reporter, self._event("start"))

@@ -12,7 +12,6 @@ session, before and after sign-in. The cookie is ``HttpOnly``, ``SameSite=Lax``,
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -80,7 +79,3 @@ class Sessions:
                 httponly=True, samesite="lax",
             )  # fmt: skip
         return response
-
-
-def random_nonce() -> str:
-    return secrets.token_urlsafe(16)

@@ -4,7 +4,7 @@ and the seams for later login methods and account pages (``LoginMethod``, ``NavI
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -191,9 +191,6 @@ def rate_scope(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
     return str(ip)
-
-
-SafeNext = Callable[[str | None], str]
 
 
 def safe_next(value: str | None) -> str:

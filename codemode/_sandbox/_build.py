@@ -99,10 +99,6 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    atomic_write(path, data, fsync=True)
-
-
 @contextmanager
 def _locked(cache_dir: Path, name: str) -> Iterator[None]:
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +133,7 @@ def _componentize(out: Path) -> None:
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip()[-2000:]
             raise SandboxError(f"componentize-py failed to build the isolate: {detail}", code="sandbox.build")
-        _atomic_write(out, (Path(tmp) / "out.wasm").read_bytes())
+        atomic_write(out, (Path(tmp) / "out.wasm").read_bytes(), fsync=True)
 
 
 BUILD_STEP = "building the isolate (componentize-py, once per install)"
@@ -168,8 +164,8 @@ def _compile(engine: wasmtime.Engine, wasm: Path, cwasm: Path, progress: Reporte
     with step(progress, COMPILE_STEP):
         component = Component.from_file(engine, str(wasm))
         data = bytes(component.serialize())
-    _atomic_write(cwasm.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
-    _atomic_write(cwasm, data)
+    atomic_write(cwasm.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode(), fsync=True)
+    atomic_write(cwasm, data, fsync=True)
     logger.info("compiled %s (%.1f MB) in %.1f s", cwasm.name, len(data) / 1e6, time.perf_counter() - start)
 
 

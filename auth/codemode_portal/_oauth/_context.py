@@ -15,7 +15,6 @@ from .._errors import InvalidTargetError
 from .._scopes import ServerScopes, parse_scope, scope_token_ok
 from .._store import Client, Store
 from ._cimd import MetadataFetcher, is_metadata_url
-from ._clients import MetadataProblem
 
 __all__ = ["OAuthContext", "Target"]
 
@@ -107,6 +106,3 @@ class OAuthContext:
         if not scopes:
             scopes = (catalogue.read, catalogue.write)
         return Target(server, resource, scopes)
-
-    def metadata_problem(self, exc: MetadataProblem) -> str:
-        return str(exc)
