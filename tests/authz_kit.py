@@ -32,6 +32,7 @@ __all__ = [
     "assert_error_page",
     "assert_no_internals",
     "assert_oauth_error",
+    "assert_plain_description",
     "challenge",
     "expire",
     "mcp_post",
@@ -53,6 +54,13 @@ INTERNALS = re.compile(
     r"Traceback|File \"|\.py\b|site-packages|/work/|(?i:sqlalchemy|psycopg|sqlite3?\b|authlib|starlette|pydantic)|"
     r"Exception\b|Error\(|object at 0x|\bNone\b|KeyError|TypeError|ValueError|AttributeError|AssertionError"
 )
+# What authlib's own descriptions look like (a Python list, quoted identifiers, its phrasing): a
+# client must only ever see the portal's plain sentences (codemode_portal/_oauth/_descriptions.py).
+AUTHLIBISMS = re.compile(
+    r"\['|'\]|\b(?:Missing|Invalid|Multiple|Unsupported) '|There is no '|cannot authenticate with methods|"
+    r"not supported by client|is not supported$|Code challenge failed|resource owner or authorization server|"
+    r"^(?:token|code|id_token|none)$"
+)
 ACCEPT = {"Accept": "application/json, text/event-stream"}
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "authz-suite", "version": "1"}}}
@@ -61,6 +69,17 @@ INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
 def assert_no_internals(text: str) -> None:
     found = INTERNALS.search(text)
     assert found is None, f"internal detail {found.group(0)!r} leaked in: {text[:600]}"
+
+
+def assert_plain_description(desc: object) -> str:
+    """An error_description a person can act on: present, RFC 6749 §5.2 characters, no internals,
+    none of authlib's developer phrasing."""
+    assert isinstance(desc, str) and desc.strip(), f"no error_description: {desc!r}"
+    assert DESCRIPTION.match(desc), f"error_description outside RFC 6749 charset: {desc!r}"
+    assert_no_internals(desc)
+    found = AUTHLIBISMS.search(desc)
+    assert found is None, f"authlib's own wording {found.group(0)!r} in: {desc!r}"
+    return desc
 
 
 def assert_oauth_error(r: httpx.Response, status: int, error: str) -> dict[str, Any]:
@@ -72,8 +91,7 @@ def assert_oauth_error(r: httpx.Response, status: int, error: str) -> dict[str, 
     assert isinstance(body, dict) and body.get("error") == error, body
     assert set(body) <= {"error", "error_description", "error_uri"}, body
     assert body["error"] in OAUTH_ERRORS
-    desc = body.get("error_description", "")
-    assert isinstance(desc, str) and DESCRIPTION.match(desc), f"error_description outside RFC 6749 charset: {desc!r}"
+    assert_plain_description(body.get("error_description"))
     assert_no_internals(r.text)
     return body
 
@@ -101,8 +119,7 @@ def redirect_query(r: httpx.Response, *, to: str = REDIRECT) -> dict[str, str]:
     assert "iss" in q, f"RFC 9207: no iss in {location}"
     if "error" in q:
         assert q["error"] in OAUTH_ERRORS and "code" not in q, q
-        assert DESCRIPTION.match(q.get("error_description", "")), q
-        assert_no_internals(q.get("error_description", ""))
+        assert_plain_description(q.get("error_description"))
     return q
 
 

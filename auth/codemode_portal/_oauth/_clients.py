@@ -21,6 +21,7 @@ from .._store import Client
 __all__ = [
     "AUTH_METHODS",
     "GRANT_TYPES",
+    "METADATA_TEXTS",
     "ClientMetadata",
     "MetadataProblem",
     "OAuthClient",
@@ -36,6 +37,18 @@ _URI_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")  # RFC 3986
 _HOST = re.compile(
     r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
+
+
+# pydantic's error types in plain words (its own messages name Python types: "a valid dictionary").
+METADATA_TEXTS: dict[str, str] = {
+    "missing": "is required",
+    "list_type": "must be a JSON array",
+    "string_type": "must be a string",
+    "too_short": "must not be empty",
+    "string_too_long": "is too long (at most {max_length} characters)",
+    "too_long": "has too many entries",
+    "literal_error": "must be {expected}",
+}
 
 
 class MetadataProblem(ValueError):
@@ -133,10 +146,15 @@ def validate_metadata(data: object, *, max_redirect_uris: int) -> ClientMetadata
         meta = ClientMetadata.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "client_metadata"
-        msg = str(first["msg"]).removeprefix("Value error, ")
+        loc = first["loc"]
+        where = " ".join(f"item {p + 1}" if isinstance(p, int) else str(p) for p in loc) or "client_metadata"
+        plain = METADATA_TEXTS.get(first["type"])
+        if plain is not None:
+            problem = f"{where} {plain.format(**first.get('ctx', {}))}"
+        else:  # the portal's own validators: their message names the problem
+            problem = f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
         field = "redirect_uris" if where.startswith("redirect_uris") else where
-        raise MetadataProblem(f"{where}: {msg}", field=field) from None
+        raise MetadataProblem(problem, field=field) from None
     if len(meta.redirect_uris) > max_redirect_uris:
         raise MetadataProblem(f"redirect_uris: at most {max_redirect_uris} are allowed", field="redirect_uris")
     if "refresh_token" in meta.grant_types and "authorization_code" not in meta.grant_types:

@@ -16,7 +16,8 @@ from .._crypto import CLIENT_SECRET_PREFIX, new_token, token_hash
 from .._store import TokenView
 from ._clients import MetadataProblem, client_from_metadata, validate_metadata
 from ._context import OAuthContext
-from ._grants import CLIENT_AUTH, safe_description
+from ._descriptions import safe_description
+from ._grants import CLIENT_AUTH
 from ._requests import PortalJsonRequest
 
 __all__ = ["Registration", "Revocation"]

@@ -24,15 +24,10 @@ from .._store import AuthCode, Grant, TokenRecord, User
 from ._context import OAuthContext
 from ._requests import PortalRequest
 
-__all__ = ["AuthorizationCodeGrant", "RefreshTokenGrant", "S256Only", "issue_tokens", "safe_description"]
+__all__ = ["AuthorizationCodeGrant", "RefreshTokenGrant", "S256Only", "issue_tokens"]
 
 log = logging.getLogger("codemode.portal.oauth")
 CLIENT_AUTH = ["client_secret_basic", "client_secret_post", "none"]
-
-
-def safe_description(text: str) -> str:
-    """RFC 6749 restricts error_description to printable ASCII without ``"`` and ``\\``."""
-    return "".join(c if 0x20 <= ord(c) <= 0x7E and c not in '"\\' else "?" for c in text)[:400]
 
 
 class S256Only(CodeChallenge):  # type: ignore[misc]

@@ -28,6 +28,7 @@ from .._scopes import ServerScopes
 from .._store import User
 from .._web import MAX_FORM_BYTES, Web, read_form
 from ._clients import MetadataProblem
+from ._descriptions import plain_error
 from ._requests import OAuthResponse, PortalJsonRequest, PortalRequest
 from ._server import PortalAuthorizationServer
 
@@ -137,13 +138,15 @@ def oauth_routes(web: Web, server: PortalAuthorizationServer, titles: Callable[[
 
     async def authorize_error(request: Request, exc: OAuth2Error | MetadataProblem) -> Response:
         session = await web.sessions.load(request)
+        if isinstance(exc, OAuth2Error):
+            plain_error(exc, "authorize")
         if isinstance(exc, OAuth2Error) and exc.redirect_uri:
             status, _, headers = exc()
             return to_response(OAuthResponse(status, "", list(headers)), authorize=True)
         if isinstance(exc, MetadataProblem):
             message = f"The application's metadata document cannot be used: {exc}."
         else:
-            message = f"{exc.error}: {exc.get_error_description() or 'the request is not valid.'}"
+            message = f"{exc.error}: {exc.description}"
         return web.error(session, 400, "This authorization request cannot be used", message,
                          "Nothing was shared with the application. Go back to it and try again.")  # fmt: skip
 

@@ -4,17 +4,29 @@ portal's store, grants and endpoints. Synchronous; the routes run it on worker t
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
+from authlib.oauth2.base import OAuth2Error
 from authlib.oauth2.rfc6749 import AuthorizationServer
 
 from .._store import Client
 from ._clients import MetadataProblem, OAuthClient
 from ._context import OAuthContext
+from ._descriptions import Endpoint, plain_error
 from ._endpoints import Registration, Revocation
 from ._grants import AuthorizationCodeGrant, RefreshTokenGrant, S256Only
 from ._requests import OAuthResponse, PortalRequest
 
-__all__ = ["PortalAuthorizationServer"]
+__all__ = ["PortalAuthorizationServer", "endpoint_of"]
+
+ENDPOINTS: dict[str, Endpoint] = {"/authorize": "authorize", "/token": "token", "/revoke": "revoke",
+                                  "/register": "register"}  # fmt: skip
+
+
+def endpoint_of(request: Any) -> Endpoint | None:
+    """Which endpoint an OAuth request was sent to (its path under the issuer)."""
+    path = urlsplit(str(getattr(request, "uri", "") or "")).path.rstrip("/")
+    return next((e for p, e in ENDPOINTS.items() if path.endswith(p)), None)
 
 
 class PortalAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
@@ -49,6 +61,12 @@ class PortalAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]) -> OAuthResponse:
         return OAuthResponse(status, body, list(headers))
+
+    def handle_error_response(self, request: Any, error: OAuth2Error) -> OAuthResponse:
+        """Every OAuth error authlib answers goes out with a plain-English description."""
+        plain_error(error, endpoint_of(request))
+        response: OAuthResponse = super().handle_error_response(request, error)
+        return response
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         return None
