@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -371,15 +372,23 @@ class CodemodeServer:
         port: int = 8000,
         stateless: bool = False,
         allowed_hosts: tuple[str, ...] = (),
+        sock: socket.socket | None = None,
     ) -> None:
-        self.start_background_work()
+        """Serve until interrupted. For HTTP transports, ``sock`` is an already bound socket
+        (``codemode._listen.listen_socket``); without it the port is bound here, before any
+        background work starts."""
         if transport == "stdio":
+            self.start_background_work()
             self.mcp.run("stdio")
             return
         import uvicorn
 
+        from ._listen import listen_socket
+
+        listener = sock if sock is not None else listen_socket(host, port)
+        self.start_background_work()
         app = self.http_app(transport, host=host, port=port, stateless=stateless, allowed_hosts=allowed_hosts)
-        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run(sockets=[listener])
 
 
 def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:

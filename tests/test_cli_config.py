@@ -208,7 +208,9 @@ def test_a_busy_port_fails_before_serving_is_announced() -> None:
         port = held.getsockname()[1]
         proc = _cli("serve", "--transport", "http", "--port", str(port))
     assert proc.returncode == 2, proc.stderr
-    assert f"127.0.0.1:{port} is already in use" in proc.stderr and "serving" not in proc.stderr
+    assert proc.stderr == (f"error [config.port_unavailable]: port {port} on 127.0.0.1 is in use; "
+                           "pick another with --port\n"), proc.stderr  # fmt: skip
+    assert "serving" not in proc.stderr and "terminate called" not in proc.stderr
 
 
 def test_run_prints_for_people_and_json_on_request(tmp_path: Path) -> None:

@@ -190,3 +190,29 @@ def test_codemode_portal_runs_the_bundled_config(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert changed.returncode == 0, changed.stderr
     assert not secret.exists()  # the first-start password is stale now: its file goes
+
+
+def test_a_busy_port_is_one_line_before_any_start_up_work(tmp_path: Path) -> None:
+    """Another program holds the port: `codemode portal` says so in one line and exits non-zero at
+    once, before it opens the database, creates the admin user or starts any hosted server (whose
+    native threads used to abort the process: "terminate called without an active exception")."""
+    import socket
+
+    root = Path(__file__).resolve().parents[1]
+    data = tmp_path / "data"
+    config = tmp_path / "portal.toml"
+    bundled = (root / "portal.toml").read_text().replace('data_dir = ".codemode-portal"', f'data_dir = "{data}"')
+    config.write_text(bundled.replace('"servers/', f'"{root}/servers/').replace('"specs/', f'"{root}/specs/'))
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        started = time.monotonic()
+        out = run("--config", str(config), "--port", str(port), cwd=tmp_path)
+        took = time.monotonic() - started
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == (f"error [config.port_unavailable]: port {port} on 127.0.0.1 is in use; "
+                          "pick another with --port\n"), out.stderr  # fmt: skip
+    assert out.stdout == "" and "terminate called" not in out.stderr
+    assert not data.exists(), "the database was created before the port was checked"
+    assert took < 60, took  # a hang bound, not a timing target

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from codemode._listen import listen_socket
 from codemode._sandbox import Sandbox
 
 from ._audit import AuditLog
@@ -283,12 +284,16 @@ def serve(config: PortalConfig, *, out: TextIO | None = None) -> None:
     """Run the portal in the foreground (uvicorn)."""
     import uvicorn
 
-    portal = build_portal(config)
-    stream = out or sys.stderr
-    portal.keep_admin_password_out_of(stream)
-    print(portal.banner(), file=stream, flush=True)
     s = config.settings
-    uvicorn.run(
-        portal.app, host=s.host, port=s.port, log_level="warning", proxy_headers=s.trust_forwarded_for,
-        forwarded_allow_ips="*" if s.trust_forwarded_for else None, server_header=False,
-    )  # fmt: skip
+    # The port first (one line for a busy port, issue 6): before the database, the admin user and
+    # every hosted server's background work (native threads must not meet a dying interpreter).
+    sock = listen_socket(s.host, s.port)
+    with sock:
+        portal = build_portal(config)
+        stream = out or sys.stderr
+        portal.keep_admin_password_out_of(stream)
+        print(portal.banner(), file=stream, flush=True)
+        uvicorn.Server(uvicorn.Config(
+            portal.app, host=s.host, port=s.port, log_level="warning", proxy_headers=s.trust_forwarded_for,
+            forwarded_allow_ips="*" if s.trust_forwarded_for else None, server_header=False,
+        )).run(sockets=[sock])  # fmt: skip

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import errno
-import socket
 import sys
 
-from .._errors import ConfigError
+from .._listen import listen_socket
 from ._common import (
     DEFAULT_SPEC,
     PORT,
@@ -19,7 +17,7 @@ from ._common import (
     startup_done,
 )
 
-__all__ = ["check_port", "register"]
+__all__ = ["register"]
 
 EXAMPLES = """\
   codemode serve                                   # the bundled Petstore spec over stdio
@@ -47,41 +45,29 @@ def register(commands: Commands) -> None:
     execute_options(p)
 
 
-def check_port(host: str, port: int) -> None:
-    """Fail before anything is printed when the address cannot be listened on."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            why = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
-            raise ConfigError(
-                f"{host}:{port} {why}; choose another with --port, or stop what listens there.",
-                code="config.port_unavailable",
-            ) from None
-
-
 def run(args: argparse.Namespace) -> int:
     from .._progress import TerminalReporter
     from .._server import CodemodeServer
 
-    if args.transport != "stdio":
-        check_port(args.host, args.port)
-    source, settings = source_and_settings(args)
-    spec = load(source, args)
-    for w in spec.warnings[:5]:
-        print(f"warning: {w}", file=sys.stderr)
-    if len(spec.warnings) > 5:
-        print(f"warning: …and {len(spec.warnings) - 5} more (codemode inspect SPEC lists them)", file=sys.stderr)
-    # Slow background steps (the isolate's first build, a spec's first embeddings) report on stderr:
-    # a bar on a terminal, plain lines in a client's log file.
-    server = CodemodeServer(spec, settings, progress=TerminalReporter())
-    startup_done()
-    if args.transport != "stdio":
-        check_port(args.host, args.port)  # again: loading a big spec takes a while
-        path = "/sse" if args.transport == "sse" else "/mcp"
-        print(f"serving {spec.title} on http://{args.host}:{args.port}{path}", file=sys.stderr)
-    server.run(args.transport, host=args.host, port=args.port, stateless=args.stateless,
-               allowed_hosts=tuple(args.allowed_host))  # fmt: skip
+    # The port first: a busy one is one line now, not a crash after the spec loaded (issue 6).
+    sock = listen_socket(args.host, args.port) if args.transport != "stdio" else None
+    try:
+        source, settings = source_and_settings(args)
+        spec = load(source, args)
+        for w in spec.warnings[:5]:
+            print(f"warning: {w}", file=sys.stderr)
+        if len(spec.warnings) > 5:
+            print(f"warning: …and {len(spec.warnings) - 5} more (codemode inspect SPEC lists them)", file=sys.stderr)
+        # Slow background steps (the isolate's first build, a spec's first embeddings) report on stderr:
+        # a bar on a terminal, plain lines in a client's log file.
+        server = CodemodeServer(spec, settings, progress=TerminalReporter())
+        startup_done()
+        if args.transport != "stdio":
+            path = "/sse" if args.transport == "sse" else "/mcp"
+            print(f"serving {spec.title} on http://{args.host}:{args.port}{path}", file=sys.stderr)
+        server.run(args.transport, host=args.host, port=args.port, stateless=args.stateless,
+                   allowed_hosts=tuple(args.allowed_host), sock=sock)  # fmt: skip
+    finally:
+        if sock is not None:
+            sock.close()
     return 0
