@@ -32,6 +32,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from codemode._paths import atomic_write
+
 from ._errors import PortalConfigError, PortalError
 
 __all__ = [
@@ -250,9 +252,7 @@ def rotate_key_file(data_dir: Path, *, keep_old: bool = True) -> tuple[str, list
     new = generate_key()
     kept = old if keep_old else []
     lines = [new, *(base64.urlsafe_b64encode(k).rstrip(b"=").decode("ascii") for k in kept)]
-    tmp = path.with_name(f".{KEY_FILE}.{secrets.token_hex(4)}")
-    _write_new(tmp, KEY_FILE_HEADER + "\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, (KEY_FILE_HEADER + "\n".join(lines) + "\n").encode("ascii"), fsync=True)  # mode 0600
     return _key_id(parse_key(new, "new key")), [_key_id(k) for k in kept]
 
 
@@ -260,7 +260,6 @@ def drop_old_keys(data_dir: Path) -> list[str]:
     """Keep only the first key of the key file; returns the ids removed."""
     path = data_dir / KEY_FILE
     keys = _read_key_file(path)
-    tmp = path.with_name(f".{KEY_FILE}.{secrets.token_hex(4)}")
-    _write_new(tmp, KEY_FILE_HEADER + base64.urlsafe_b64encode(keys[0]).rstrip(b"=").decode("ascii") + "\n")
-    os.replace(tmp, path)
+    current = base64.urlsafe_b64encode(keys[0]).rstrip(b"=").decode("ascii")
+    atomic_write(path, (KEY_FILE_HEADER + current + "\n").encode("ascii"), fsync=True)  # mode 0600
     return [_key_id(k) for k in keys[1:]]

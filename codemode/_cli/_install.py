@@ -25,13 +25,13 @@ import re
 import shlex
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from .._errors import ConfigError, UsageError
+from .._paths import atomic_write
 from ._common import Commands, add_command, spec_arg
 
 __all__ = ["CLIENTS", "ServerEntry", "claude_desktop_config_path", "merge_entry", "register", "render_for"]
@@ -286,13 +286,8 @@ def merge_entry(config_path: Path, entry: ServerEntry, *, replace: bool = False)
             n += 1
             backup = config_path.with_name(f"{config_path.name}.{stamp}-{n}.bak")
         shutil.copy2(config_path, backup)
-    fd, tmp = tempfile.mkstemp(dir=config_path.parent, prefix=".codemode-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
-    if os.name != "nt":
-        os.chmod(tmp, 0o600)  # the env block may hold a token
-    os.replace(tmp, config_path)
+    # whole or not at all, mode 0600 (the env block may hold a token)
+    atomic_write(config_path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode(), fsync=True)
     return backup
 
 
