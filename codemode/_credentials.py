@@ -166,12 +166,7 @@ class Credentials:
                     code="config.bad_credential",
                 )
             if secret and 0 < len(value) < MIN_SUBSTRING_LENGTH:
-                raise ConfigError(
-                    f"environment variable {var} is {len(value)} characters long; secrets shorter than "
-                    f"{MIN_SUBSTRING_LENGTH} characters cannot be recognised in responses and logs, so they are "
-                    "refused. Set the full credential.",
-                    code="config.short_secret",
-                )
+                raise _short_secret(f"environment variable {var}", len(value), " Set the full credential.")
             return value or None
 
         for name, scheme in schemes.items():
@@ -193,12 +188,7 @@ class Credentials:
                     user, password = pair.split(":", 1)
                     source = var
                     if len(password) < MIN_SUBSTRING_LENGTH:
-                        raise ConfigError(
-                            f"the password in environment variable {var} is {len(password)} characters long; "
-                            f"secrets shorter than {MIN_SUBSTRING_LENGTH} characters cannot be recognised in "
-                            "responses and logs, so they are refused.",
-                            code="config.short_secret",
-                        )
+                        raise _short_secret(f"the password in environment variable {var}", len(password))
                 if user is not None and password is not None:
                     forms = basic_auth_forms(user, password)
                     static[name] = _Inject("header", "Authorization", forms[-1])
@@ -421,13 +411,16 @@ def header_secrets(headers: Mapping[str, str]) -> list[str]:
             if len(secret) >= MIN_SUBSTRING_LENGTH:
                 found.append(secret)
             elif secret and is_credential_header(name):
-                raise ConfigError(
-                    f"the value of static header {name!r} (or its token) is {len(secret)} characters long; "
-                    f"secrets shorter than {MIN_SUBSTRING_LENGTH} characters cannot be recognised in responses "
-                    "and logs, so they are refused.",
-                    code="config.short_secret",
-                )
+                raise _short_secret(f"the value of static header {name!r} (or its token)", len(secret))
     return found
+
+
+def _short_secret(what: str, length: int, advice: str = "") -> ConfigError:
+    return ConfigError(
+        f"{what} is {length} characters long; secrets shorter than {MIN_SUBSTRING_LENGTH} characters cannot be "
+        f"recognised in responses and logs, so they are refused.{advice}",
+        code="config.short_secret",
+    )
 
 
 def seed_scrubber(credentials: Credentials | None, headers: Mapping[str, str]) -> Scrubber:
