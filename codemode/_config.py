@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from ._errors import ConfigError
 from ._settings import ServerSettings
 
-__all__ = ["expand_env", "load_server_config"]
+__all__ = ["expand_env", "load_server_config", "server_config_spec"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -48,13 +48,14 @@ def _expand(value: Any, env: Mapping[str, str], where: str) -> Any:
     return value
 
 
-def load_server_config(path: Path, env: Mapping[str, str] | None = None) -> tuple[str, ServerSettings]:
-    """``(spec source, settings)`` from a TOML file. The spec path is relative to the file."""
-    env = os.environ if env is None else env
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
+    """The spec source a config names (relative to the file) and the rest of its tables."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"server config {path} does not exist.", code="config.not_found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read server config {path}: {exc}.", code="config.parse") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"server config {path} is not valid TOML: {exc}.", code="config.parse") from None
     server = dict(data.pop("server", {}))
@@ -63,7 +64,19 @@ def load_server_config(path: Path, env: Mapping[str, str] | None = None) -> tupl
         raise ConfigError(f'{path}: [server] needs spec = "path, folder or URL".', code="config.no_spec")
     if not spec.startswith(("http://", "https://")):
         spec = str((path.parent / spec).resolve())
-    raw = _expand({**server, **data}, env, str(path))
+    return spec, {**server, **data}
+
+
+def server_config_spec(path: Path) -> str:
+    """Only the spec source a server config names (no settings, no environment read)."""
+    return _read(path)[0]
+
+
+def load_server_config(path: Path, env: Mapping[str, str] | None = None) -> tuple[str, ServerSettings]:
+    """``(spec source, settings)`` from a TOML file. The spec path is relative to the file."""
+    env = os.environ if env is None else env
+    spec, tables = _read(path)
+    raw = _expand(tables, env, str(path))
     try:
         settings = ServerSettings.model_validate(raw)
     except ValidationError as exc:

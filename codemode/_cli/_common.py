@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 from pydantic import ValidationError
 
 from .._cache import load_spec
+from .._config import server_config_spec
 from .._errors import UsageError
 from .._ir import ApiSpec
 from .._sandbox import Bridge, RunOutcome, SandboxLimits
@@ -133,18 +134,7 @@ def spec_arg(value: str | None) -> str:
 def spec_only(value: str | None) -> str:
     """The spec a spec-or-config argument names (a ``.toml`` config's ``[server] spec``; no settings)."""
     source = spec_arg(value)
-    if not source.endswith(".toml"):
-        return source
-    import tomllib
-
-    path = Path(source)
-    try:
-        spec = tomllib.loads(path.read_text(encoding="utf-8")).get("server", {}).get("spec")
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"cannot read server config {source}: {exc}.", code="config.parse") from None
-    if not isinstance(spec, str):
-        raise UsageError(f'{source}: [server] needs spec = "path, folder or URL".', code="config.no_spec")
-    return spec if spec.startswith(("http://", "https://")) else str((path.parent / spec).resolve())
+    return server_config_spec(Path(source)) if source.endswith(".toml") else source
 
 
 def execute_options(p: argparse.ArgumentParser) -> None:
