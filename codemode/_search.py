@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import snowballstemmer  # type: ignore[import-untyped]
 
+from ._concepts import concept_matcher
 from ._ir import SCHEMA_REF_PREFIX, ApiSpec, Operation
 from ._naming import snake
 from ._progress import ProgressEvent, Reporter, step
@@ -54,6 +55,7 @@ FIELD_WEIGHTS: dict[str, float] = {
 }  # fmt: skip
 K1, B = 1.2, 0.75
 SYNONYM_WEIGHT = 0.45
+CONCEPT_WEIGHT = 0.45  # query weight of a concept gloss's words (codemode._concepts)
 METHOD_BOOST = 0.6  # multiplier on the score share when the query's intent matches the method
 FUSION_COSINE = 0.9  # weight of the min-max-normalised cosine similarity in the fused score
 FUSION_BM25 = 0.1  # weight of BM25 / best BM25
@@ -233,6 +235,8 @@ class SearchIndex:
         self._by_path: dict[str, list[Operation]] = defaultdict(list)
         for op in self._ops:
             self._by_path[op.path].append(op)
+        self._concepts = concept_matcher(_stem)
+        self._gloss_known: dict[str, bool] = {}
 
     # -- the semantic ranker ------------------------------------------------------------------
     @property
@@ -326,6 +330,28 @@ class SearchIndex:
                 scores[i] += qw * idf * norm
         return scores
 
+    def glosses(self, query: str) -> list[str]:
+        """The API words for the concepts ``query`` names (:mod:`codemode._concepts`) that this spec uses.
+
+        A gloss counts only when every one of its words occurs in the spec: "DNS record" is
+        added for "a TXT entry" in an API with DNS records, and nowhere else.
+        """
+        out = []
+        for gloss in self._concepts.glosses(query[:MAX_QUERY_CHARS]):
+            known = self._gloss_known.get(gloss)
+            if known is None:
+                stems = tokenize(gloss)
+                known = self._gloss_known[gloss] = bool(stems) and all(t in self._idf for t in stems)
+            if known:
+                out.append(gloss)
+        return out
+
+    def semantic_query(self, query: str) -> str:
+        """The text embedded for ``query``: the query, then the glosses of the concepts it names."""
+        query = query[:MAX_QUERY_CHARS]
+        glosses = self.glosses(query)
+        return f"{query} ({'; '.join(glosses)})" if glosses else query
+
     def query_terms(self, query: str) -> tuple[dict[str, float], set[str]]:
         terms: dict[str, float] = {}
         methods: set[str] = set()
@@ -335,6 +361,9 @@ class SearchIndex:
                 if syn != tok:
                     terms[syn] = max(terms.get(syn, 0.0), SYNONYM_WEIGHT)
             methods.update(self._intent.get(tok, ()))
+        for gloss in self.glosses(query):
+            for tok in tokenize(gloss):
+                terms[tok] = max(terms.get(tok, 0.0), CONCEPT_WEIGHT)
         return terms, methods
 
     def known_words(self, query: str) -> list[str]:
@@ -373,7 +402,7 @@ class SearchIndex:
     def cosine(self, query: str, indices: list[int] | None = None) -> Any:
         """Cosine similarity of ``query`` with the operations (all, or ``indices``); needs the embeddings."""
         assert self._embedder is not None and self._matrix is not None
-        q = self._embedder.embed_query(query)
+        q = self._embedder.embed_query(self.semantic_query(query))
         return (self._matrix if indices is None else self._matrix[indices]) @ q
 
     def _fused_top(
