@@ -166,6 +166,11 @@ def _env_threads() -> int | None:
     return int(raw)
 
 
+def _encodable(text: str) -> str:
+    """``text`` with lone surrogates (valid in JSON, not in UTF-8) replaced: the tokenizer refuses them."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _release_memory() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them after a build's many small buffers)."""
     import ctypes
@@ -260,9 +265,10 @@ class OnnxEmbedder:
         return cls
 
     def _encode(self, texts: Sequence[str], max_tokens: int) -> list[Any]:
+        clean = [_encodable(t) for t in texts]
         with self._tok_lock:
             self._tok.enable_truncation(max_length=max_tokens)
-            return list(self._tok.encode_batch(list(texts)))
+            return list(self._tok.encode_batch(clean))
 
     def embed_documents(self, texts: Sequence[str], progress: Step | None = None) -> NDArray[np.float32]:
         """In a child process (:mod:`codemode._embed_build`) unless ``in_process_build``; in this one if that fails."""

@@ -150,3 +150,15 @@ def test_a_failing_child_is_reported_and_the_build_falls_back(
     with caplog.at_level("WARNING", logger="codemode.search"):
         vectors = OnnxEmbedder(folder).embed_documents(["Deletes a pet"])
     assert vectors.shape == (1, 384) and "embedding in this process instead" in caplog.text
+
+
+@needs_model
+def test_a_query_with_a_lone_surrogate_is_encoded(tmp_path: Path) -> None:
+    """A query arrives as JSON, which allows ``"\\ud800"``; the tokenizer refuses it unless it is replaced."""
+    emb = default_embedder()
+    assert emb is not None
+    vec = emb.embed_query("delete a pet \ud800")
+    assert vec.shape == (384,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-4
+    index = SearchIndex(load_spec(str(PETSTORE)), cache_dir=tmp_path)
+    assert index.load_embeddings()
+    assert any(h.operation.label == "DELETE /pet/{petId}" for h in index.search("remove \udfff a pet", limit=5))

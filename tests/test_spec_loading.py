@@ -298,3 +298,25 @@ def test_oauth_flows_and_scopes_per_operation_are_kept(tmp_path: Path) -> None:
     flow = spec.security_schemes["code"].flow("authorizationCode")
     assert flow is not None and flow.authorization_url == "https://x.example/a" and flow.scopes[0][0] == "repo"
     assert spec.operations[0].security_scopes == (("repo",),)
+
+
+def test_lone_surrogate_escapes_become_replacement_characters(tmp_path: Path) -> None:
+    """``"\\ud800"`` is valid JSON but not UTF-8: left in, every answer that shows the text would fail to encode."""
+    from codemode._answer import answer_detail, answer_search
+    from codemode._search import SearchIndex
+
+    raw = (
+        '{"openapi": "3.0.0", "info": {"title": "Odd \\ud800 API", "version": "1"}, "paths": {"/notes": {"get": '
+        '{"operationId": "listNotes", "summary": "List notes \\udfff of a user \\ud83d\\ude00", '
+        '"responses": {"200": {"description": "ok"}}}}}}'
+    )
+    path = tmp_path / "odd.json"
+    path.write_text(raw)
+    spec = load_spec(str(path), cache_dir=tmp_path / "cache")
+    op = spec.operations[0]
+    assert op.summary == "List notes \ufffd of a user \U0001f600"  # a valid pair is kept
+    assert spec.title == "Odd \ufffd API"
+    index = SearchIndex(spec, embedder=None)
+    for answer in (answer_search(index, "list notes"), answer_detail(index, "api." + op.key, budget_chars=4000)):
+        assert not answer.is_error and "List notes" in answer.text
+        answer.text.encode("utf-8")  # raises on a lone surrogate
