@@ -19,20 +19,30 @@ comes from keyword ranking.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ._ir import ApiSpec, Operation
-from ._render import signature
+from ._render import describe_operation, render_schema, signature
 from ._search import SearchIndex
 
-__all__ = ["METHODS", "SearchAnswer", "answer_search", "approx_tokens", "format_hit", "format_hits"]
+__all__ = [
+    "METHODS",
+    "SearchAnswer",
+    "answer_detail",
+    "answer_search",
+    "approx_tokens",
+    "format_hit",
+    "format_hits",
+]
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 FULL_HITS = 5  # hits shown with summary and siblings; later ones are compact
 MAX_SIBLINGS = 6  # names on one "also on this path" line
 RESERVE_TOKENS = 60  # kept free for the footer
 MAX_ECHO = 80  # characters of the query repeated back in a no-match answer
+MAX_TARGET_CHARS = 300  # a longer detail= target names no operation or schema
 ONLY_COMMON = " (it has no word to search for: only common words, symbols or non-Latin text)"
 FOOTER = "Call these inside execute(code). Full parameters and types: search(detail='api.<group>.<name>')."
 
@@ -263,3 +273,72 @@ def _pending_note(index: SearchIndex) -> str:
     frac = index.semantic_progress
     done = f", {frac:.0%} done" if frac is not None else ""
     return f"(keyword ranking: semantic search is still being prepared{done})"
+
+
+def answer_detail(
+    index: SearchIndex, target: str, *, budget_chars: int, denial: Callable[[Operation], str | None] | None = None
+) -> SearchAnswer:
+    """``search(detail=…)``: one operation's full types, or ``schema:<Name>``; an error names what was asked.
+
+    An operation is named by ``api.<group>.<name>``, operationId or ``METHOD /path``; a concrete path
+    (``GET /repos/octo/hello``) finds its template, and names differing only in case are accepted
+    when only one operation or schema matches.
+    """
+    spec = index.spec
+    target = target.strip()
+    if len(target) > MAX_TARGET_CHARS:
+        return SearchAnswer(
+            f"detail={_echo(target)} is {len(target):,} characters long; no operation or schema has a name that "
+            "long. Use search(query) to find one.",
+            is_error=True,
+        )
+    if target.startswith("schema:"):
+        name = target.removeprefix("schema:").strip()
+        if name not in spec.schemas:
+            same = [n for n in spec.schemas if n.lower() == name.lower()]
+            if len(same) != 1:
+                close = difflib.get_close_matches(name, list(spec.schemas), n=3, cutoff=0.6)
+                tip = f" Did you mean {', '.join('schema:' + c for c in close)}?" if close else ""
+                return SearchAnswer(f"No schema named {_echo(name)} in {spec.title}.{tip}", is_error=True)
+            name = same[0]
+        return SearchAnswer(render_schema(spec, name)[:budget_chars])
+    op, candidates = _named_operation(index, target)
+    if op is None:
+        if candidates:
+            tip = " It could be: " + ", ".join(f"api.{o.key} ({o.label})" for o in candidates[:MAX_SIBLINGS]) + "."
+        else:
+            keys = [o.key for o in spec.operations]
+            close = difflib.get_close_matches(target.removeprefix("api."), keys, n=3, cutoff=0.6)
+            tip = (
+                f" Did you mean {', '.join('api.' + c for c in close)}?" if close else " Use search(query) to find it."
+            )
+        return SearchAnswer(
+            f"No operation of {spec.title} is named {_echo(target)}: detail= takes api.<group>.<name>, an "
+            f"operationId or 'METHOD /path'.{tip}",
+            is_error=True,
+        )
+    text = describe_operation(spec, op, budget_chars=budget_chars)
+    why = denial(op) if denial is not None else None
+    if why is not None:
+        text = f"[not callable with your access: {why}]\n{text}"
+    return SearchAnswer(text, (op,), (op,))
+
+
+def _named_operation(index: SearchIndex, target: str) -> tuple[Operation | None, list[Operation]]:
+    """The operation ``target`` names, else ``None`` and the operations it might mean (a bare path's methods)."""
+    spec = index.spec
+    key = target.removeprefix("api.")
+    method, _, path = target.partition(" ")
+    path = path.strip()
+    for op in spec.operations:
+        if op.key == key or op.operation_id == target or (path and op.method == method.lower() and op.path == path):
+            return op, []
+    same_but_case = [o for o in spec.operations if key.lower() in (o.key.lower(), (o.operation_id or "").lower())]
+    if len(same_but_case) == 1:
+        return same_but_case[0], []
+    if (path and method.lower() in METHODS) or target.startswith("/") or "://" in target:
+        found = index.references(target)
+        if len(found) == 1 or (found and path):
+            return found[0], []
+        return None, found
+    return None, []

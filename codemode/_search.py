@@ -37,9 +37,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import snowballstemmer  # type: ignore[import-untyped]
 
 from ._concepts import concept_matcher
-from ._ir import SCHEMA_REF_PREFIX, ApiSpec, Operation
+from ._ir import ApiSpec, Operation
 from ._naming import snake
+from ._optext import body_text, values_text
 from ._progress import ProgressEvent, Reporter, step
+from ._references import References
 from ._render import referenced_names
 from ._vocabulary import INTENTS, SYNONYMS
 
@@ -59,8 +61,6 @@ CONCEPT_WEIGHT = 0.45  # query weight of a concept gloss's words (codemode._conc
 METHOD_BOOST = 0.6  # multiplier on the score share when the query's intent matches the method
 FUSION_COSINE = 0.9  # weight of the min-max-normalised cosine similarity in the fused score
 FUSION_BM25 = 0.1  # weight of BM25 / best BM25
-BODY_PROPERTIES = 40  # request-body properties indexed per operation
-ENUM_VALUES = 30  # enum values indexed per parameter or property
 INDEX_PROGRESS_EVERY = 100  # operations indexed between two progress events
 MAX_FILTER_CHARS = 200  # a longer tag names no tag
 MAX_PATH_CHARS = 2000  # nor does a longer path_prefix start any path
@@ -102,64 +102,6 @@ class Group:
     name: str
     description: str
     operations: tuple[Operation, ...]
-
-
-def _schema_at(spec: ApiSpec, node: Any, depth: int = 0) -> dict[str, Any]:
-    """Follow ``$ref`` and merge ``allOf`` members, a few levels deep: the properties a body has."""
-    if not isinstance(node, dict) or depth > 4:
-        return {}
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith(SCHEMA_REF_PREFIX):
-        return _schema_at(spec, spec.schemas.get(ref[len(SCHEMA_REF_PREFIX) :]), depth + 1)
-    members = node.get("allOf")
-    if isinstance(members, list):
-        merged: dict[str, Any] = {"properties": dict(node.get("properties") or {})}
-        for m in members:
-            merged["properties"].update(_schema_at(spec, m, depth + 1).get("properties") or {})
-        return merged
-    return node
-
-
-def _enum_values(spec: ApiSpec, schema: Any, out: list[str]) -> None:
-    node = _schema_at(spec, schema)
-    for candidate in (node, _schema_at(spec, node.get("items"))):
-        values = candidate.get("enum")
-        if isinstance(values, list):
-            out.extend(v for v in values[:ENUM_VALUES] if isinstance(v, str))
-
-
-def values_text(spec: ApiSpec, op: Operation) -> str:
-    """Enum values of parameters and body properties: what the API calls things ("TXT", "always_use_https")."""
-    out: list[str] = []
-    for p in op.params:
-        if p.name != "body":
-            _enum_values(spec, p.schema, out)
-    if op.body is not None and op.body.schema:
-        body = _schema_at(spec, op.body.schema)
-        variants = [body] + [_schema_at(spec, v) for v in (body.get("oneOf") or body.get("anyOf") or [])[:20]]
-        for variant in variants:
-            props = variant.get("properties")
-            if isinstance(props, dict):
-                for prop in list(props.values())[:BODY_PROPERTIES]:
-                    _enum_values(spec, prop, out)
-    return " ".join(dict.fromkeys(v.replace("_", " ") for v in out))
-
-
-def body_text(spec: ApiSpec, op: Operation) -> str:
-    """Request-body property names and the start of their descriptions (indexed at a low weight)."""
-    words: list[str] = []
-    for p in op.params:
-        if p.location in ("body", "form") and p.name != "body" and p.description:
-            words.append(p.description[:120])
-    if op.body is not None and not op.body.flattened and op.body.schema:
-        props = _schema_at(spec, op.body.schema).get("properties")
-        if isinstance(props, dict):
-            for name, prop in list(props.items())[:BODY_PROPERTIES]:
-                words.append(str(name).replace("_", " "))
-                desc = prop.get("description") if isinstance(prop, dict) else None
-                if isinstance(desc, str):
-                    words.append(desc[:120])
-    return " ".join(words)
 
 
 class SearchIndex:
@@ -236,6 +178,7 @@ class SearchIndex:
         for op in self._ops:
             self._by_path[op.path].append(op)
         self._concepts = concept_matcher(_stem)
+        self._references = References(self._ops)
         self._gloss_known: dict[str, bool] = {}
 
     # -- the semantic ranker ------------------------------------------------------------------
@@ -380,11 +323,29 @@ class SearchIndex:
         path_prefix: str | None = None,
         limit: int = 8,
     ) -> list[Hit]:
-        """Ranked hits; ``[]`` when nothing matches. A filter alone lists its operations in spec order."""
+        """Ranked hits; ``[]`` when nothing matches. A filter alone lists its operations in spec order.
+
+        Operations the query names outright (``api.repos.update``, an operationId, ``METHOD /path``,
+        a path or URL: :mod:`codemode._references`) come first.
+        """
         query = query[:MAX_QUERY_CHARS]
         allowed = self._filter(tag, method, path_prefix)
         if not query.strip():
             return [Hit(self._ops[i], 0.0) for i in allowed][:limit] if (tag or method or path_prefix) else []
+        hits = self._ranked(query, allowed, limit)
+        named = self._references.find(query)
+        if named:
+            allowed_set = set(allowed)
+            first = [Hit(self._ops[i], 1.0 + (hits[0].score if hits else 0.0)) for i in named if i in allowed_set]
+            keys = {h.operation.key for h in first}
+            hits = (first + [h for h in hits if h.operation.key not in keys])[:limit]
+        return hits
+
+    def references(self, query: str) -> list[Operation]:
+        """The operations ``query`` names outright (:mod:`codemode._references`), most specific first."""
+        return [self._ops[i] for i in self._references.find(query[:MAX_QUERY_CHARS])]
+
+    def _ranked(self, query: str, allowed: list[int], limit: int) -> list[Hit]:
         terms, methods = self.query_terms(query)
         scores = self._score(terms)
         if methods:

@@ -20,10 +20,9 @@ from pydantic import Field
 from . import __version__
 from ._access import AccessHook, Caller
 from ._admission import ExecutionLimiter
-from ._answer import answer_search
-from ._client import resolve_operation
+from ._answer import answer_detail, answer_search
 from ._credentials import Credentials, seed_scrubber
-from ._errors import CallError, ConfigError
+from ._errors import ConfigError
 from ._execute import Executor
 from ._fills import ParamFills, apply_server_fills
 from ._format import format_execute
@@ -31,7 +30,7 @@ from ._hostcheck import ExactHostCheck
 from ._ir import ApiSpec, Operation
 from ._oppolicy import OperationPolicy
 from ._progress import McpReporter, ProgressHub, Reporter
-from ._render import describe_operation, render_schema, signature
+from ._render import signature
 from ._sandbox import Sandbox, WasmSandbox
 from ._scrub import log_scrubbing
 from ._search import SearchIndex
@@ -313,21 +312,11 @@ class CodemodeServer:
         return _result(answer.text, answer.is_error)
 
     def _detail(self, target: str, caller: Caller | None) -> CallToolResult:
-        budget = self.settings.search.detail_tokens * 4
-        if target.startswith("schema:"):
-            name = target.removeprefix("schema:").strip()
-            if name not in self.spec.schemas:
-                return _result(f"No schema named {name!r} in {self.spec.title}.", True)
-            return _result(render_schema(self.spec, name)[:budget], False)
-        try:
-            op = resolve_operation(self.spec, target.removeprefix("api."), by_target=True)
-        except CallError as exc:
-            return _result(exc.message, True)
-        text = describe_operation(self.spec, op, budget_chars=budget)
-        why = caller.denial(op) if caller is not None else None
-        if why is not None:
-            text = f"[not callable with your access: {why}]\n{text}"
-        return _result(text, False)
+        answer = answer_detail(
+            self.index, target, budget_chars=self.settings.search.detail_tokens * 4,
+            denial=caller.denial if caller is not None else None,
+        )  # fmt: skip
+        return _result(answer.text, answer.is_error)
 
     async def execute(
         self,

@@ -21,8 +21,9 @@ from codemode import load_spec
 from codemode._answer import answer_search, approx_tokens
 from codemode._embed import EMBED_STEP, op_text, operation_matrix
 from codemode._ir import ApiSpec
+from codemode._optext import body_text, values_text
 from codemode._progress import ProgressEvent, Step
-from codemode._search import SearchIndex, body_text, values_text
+from codemode._search import SearchIndex
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "specs"

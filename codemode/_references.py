@@ -1,0 +1,116 @@
+"""Operations a query names outright: ``api.repos.update``, ``repos/update``, ``PATCH /repos/{owner}/{repo}``,
+``/repos/octo/hello/pulls/42`` or a URL.
+
+A model pastes what it saw (a name from an earlier answer, a path from an error or the API's docs,
+a whole traceback); ranking by meaning would bury the one operation it named under look-alikes,
+so :class:`References` finds them first and search puts them on top.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+
+from ._ir import Operation
+
+__all__ = ["MAX_REFERENCES", "References"]
+
+MAX_REFERENCES = 8  # operations one query can name outright (a traceback names a few)
+MAX_QUERY_CHARS = 4000  # characters of a query looked at (a 100 kB paste costs what a page costs)
+MAX_TOKENS = 200  # tokens of a query looked at for names and paths
+MAX_PREFIX_SEGMENTS = 3  # leading segments of a URL's path skipped to find a template (a server's /client/v4)
+METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+_API_NAME = re.compile(r"\bapi\.([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
+_METHOD_PATH = re.compile(r"\b(" + "|".join(METHODS) + r")\s+(\S*/\S*)", re.IGNORECASE)
+_SCHEME_HOST = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/\s]*")
+_TRIM = "\"'`()[]<>,;:"
+_IDENTIFIER = re.compile(r"[/_.\-\d]|[a-z][A-Z]")  # looks like an identifier, not a plain word
+
+
+def _segments(path: str) -> list[str]:
+    path = _SCHEME_HOST.sub("", path.strip(_TRIM))
+    path = re.split(r"[?#]", path, maxsplit=1)[0]
+    return [s for s in path.split("/") if s]
+
+
+class References:
+    """Finds the operations a query names: by Python name, operationId, ``METHOD /path`` or a path."""
+
+    def __init__(self, operations: Sequence[Operation]) -> None:
+        self._ops = operations
+        self._by_key = {op.key: i for i, op in enumerate(operations)}
+        self._by_id = {op.operation_id: i for i, op in enumerate(operations) if op.operation_id}
+        self._by_id_lower: dict[str, list[int]] = defaultdict(list)
+        for op_id, i in self._by_id.items():
+            self._by_id_lower[op_id.lower()].append(i)
+        # path templates by segment count: (index, segments with None for a {parameter})
+        self._templates: dict[int, list[tuple[int, list[str | None]]]] = defaultdict(list)
+        for i, op in enumerate(operations):
+            segs: list[str | None] = [None if "{" in s else s for s in _segments(op.path)]
+            self._templates[len(segs)].append((i, segs))
+
+    def find(self, query: str) -> list[int]:
+        """Indices of the operations ``query`` names, most specific first, at most :data:`MAX_REFERENCES`."""
+        query = query[:MAX_QUERY_CHARS]
+        found: list[int] = []
+
+        def add(indices: Sequence[int]) -> None:
+            found.extend(i for i in indices if i not in found)
+
+        for m in _API_NAME.finditer(query):
+            i = self._by_key.get(f"{m.group(1)}.{m.group(2)}")
+            if i is not None:
+                add([i])
+        for m in _METHOD_PATH.finditer(query):
+            add(self.match_path(m.group(2), m.group(1)))
+            if len(found) >= MAX_REFERENCES:
+                return found[:MAX_REFERENCES]
+        for token in query.split()[:MAX_TOKENS]:
+            token = token.strip(_TRIM)
+            if not _IDENTIFIER.search(token) and token != query.strip():
+                pass  # a plain word ("search", "list") names an operation only when it is the whole query
+            elif token in self._by_id:
+                add([self._by_id[token]])
+            elif token.lower() in self._by_id_lower and len(self._by_id_lower[token.lower()]) == 1:
+                add(self._by_id_lower[token.lower()])
+            elif token.startswith("api.") and token[4:] in self._by_key:
+                add([self._by_key[token[4:]]])
+            elif "/" in token and (token.startswith("/") or "://" in token):
+                add(self.match_path(token))
+            if len(found) >= MAX_REFERENCES:
+                break
+        return found[:MAX_REFERENCES]
+
+    def match_path(self, path: str, method: str | None = None) -> list[int]:
+        """Operations whose path template matches ``path`` (a template or a concrete path), most literal first.
+
+        A ``{parameter}`` of the template matches any one segment; so does one in ``path``. When
+        nothing matches, up to :data:`MAX_PREFIX_SEGMENTS` leading segments are skipped (a URL
+        carries the server's base path: ``https://api.cloudflare.com/client/v4/zones/…``).
+        """
+        segs = _segments(path)
+        want = method.lower() if method else None
+        for skip in range(min(MAX_PREFIX_SEGMENTS, len(segs) - 1) + 1):
+            found = self._match_segments(segs[skip:], want, params_only=skip == 0)
+            if found:
+                return found
+        return []
+
+    def _match_segments(self, segs: list[str], want: str | None, *, params_only: bool) -> list[int]:
+        if not segs:
+            return []
+        scored: list[tuple[int, int]] = []
+        for i, template in self._templates.get(len(segs), ()):
+            literal = 0
+            for have, seg in zip(template, segs, strict=True):
+                if have is None or "{" in seg:
+                    continue
+                if have != seg:
+                    break
+                literal += 1
+            else:
+                only_params = params_only and all(have is None for have in template) and all("{" in seg for seg in segs)
+                if (literal or only_params) and (want is None or self._ops[i].method == want):
+                    scored.append((-literal, i))
+        return [i for _, i in sorted(scored)]

@@ -1,0 +1,166 @@
+"""Queries that name an operation outright (codemode._references): names, METHOD /path, URLs, tracebacks."""
+
+from __future__ import annotations
+
+import random
+import string
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from codemode import load_spec
+from codemode._answer import answer_detail
+from codemode._ir import ApiSpec
+from codemode._references import MAX_REFERENCES, References
+from codemode._search import SearchIndex
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "specs"
+HANG_BOUND_S = 10.0  # bounds a hang on a huge paste; not a speed target (those live in bench/)
+
+
+@pytest.fixture(scope="module")
+def github() -> SearchIndex:
+    return SearchIndex(load_spec(str(SHARED / "github-api.github.com.json")), embedder=None)
+
+
+@pytest.fixture(scope="module")
+def cloudflare() -> SearchIndex:
+    return SearchIndex(load_spec(str(SHARED / "cloudflare-openapi.json")), embedder=None)
+
+
+@pytest.fixture(scope="module")
+def twilio() -> SearchIndex:
+    return SearchIndex(load_spec(str(SHARED / "twilio_api_v2010.json")), embedder=None)
+
+
+def _top(index: SearchIndex, query: str, **filters: str) -> str:
+    hits = index.search(query, **filters)  # type: ignore[arg-type]
+    assert hits, query
+    return hits[0].operation.label
+
+
+@pytest.mark.parametrize(
+    ("query", "label"),
+    [
+        ("api.repos.update", "PATCH /repos/{owner}/{repo}"),
+        ("how do I call api.pulls.get with a number?", "GET /repos/{owner}/{repo}/pulls/{pull_number}"),
+        ("repos/delete", "DELETE /repos/{owner}/{repo}"),  # an operationId
+        ("PATCH /repos/{owner}/{repo}", "PATCH /repos/{owner}/{repo}"),
+        ("what does delete /repos/{owner}/{repo} need", "DELETE /repos/{owner}/{repo}"),  # any case
+        ("PATCH /repos/octo/hello", "PATCH /repos/{owner}/{repo}"),  # a concrete path: its template
+        ("GET https://api.github.com/repos/octo/hello/pulls/42?per_page=5",
+         "GET /repos/{owner}/{repo}/pulls/{pull_number}"),
+    ],
+)  # fmt: skip
+def test_a_named_operation_comes_first(github: SearchIndex, query: str, label: str) -> None:
+    assert _top(github, query) == label
+
+
+def test_a_concrete_url_prefers_the_most_literal_template(github: SearchIndex) -> None:
+    # /repos/{owner}/{repo}/pulls/{pull_number} and /repos/{owner}/{repo}/pulls/comments both have 4
+    # segments; "comments" is literal in the second, so it is the one the URL names.
+    found = github.references("https://api.github.com/repos/octo/hello/pulls/comments")
+    assert found[0].path == "/repos/{owner}/{repo}/pulls/comments"
+    assert {op.path for op in github.references("/repos/octo/hello/pulls/42")} == {
+        "/repos/{owner}/{repo}/pulls/{pull_number}"
+    }
+
+
+def test_a_url_with_the_servers_base_path(cloudflare: SearchIndex) -> None:
+    """Cloudflare's server is https://api.cloudflare.com/client/v4: a pasted URL carries /client/v4."""
+    query = (
+        "curl -X DELETE https://api.cloudflare.com/client/v4/zones/023e105f4ecef8ad9ca31a8372d0c353"
+        "/dns_records/372e67954025e0ba6aaa6d586b9e0b59 -H 'Authorization: Bearer x'"
+    )
+    assert _top(cloudflare, query) == "DELETE /zones/{zone_id}/dns_records/{dns_record_id}"
+
+
+def test_a_pasted_traceback_names_its_operations(github: SearchIndex) -> None:
+    traceback = """Traceback (most recent call last):
+  File "/app/sync.py", line 41, in <module>
+    r.raise_for_status()
+  File "/usr/lib/python3/site-packages/httpx/_models.py", line 829, in raise_for_status
+    raise HTTPStatusError(message, request=request, response=self)
+httpx.HTTPStatusError: Client error '404 Not Found' for url 'https://api.github.com/repos/octo/hello/issues/7/comments'
+"""
+    labels = [h.operation.label for h in github.search(traceback)[:2]]
+    assert set(labels) == {
+        "GET /repos/{owner}/{repo}/issues/{issue_number}/comments",
+        "POST /repos/{owner}/{repo}/issues/{issue_number}/comments",
+    }
+
+
+def test_twilio_paths_with_a_suffix_on_the_parameter(twilio: SearchIndex) -> None:
+    """Twilio's templates end in {Sid}.json: a concrete SID with .json is that segment."""
+    url = "https://api.twilio.com/2010-04-01/Accounts/AC123/Messages/SM456.json"
+    assert {op.method for op in twilio.references(url)} >= {"get", "delete"}
+    assert _top(twilio, f"GET {url}") == "GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json"
+
+
+def test_filters_still_apply(github: SearchIndex) -> None:
+    hits = github.search("PATCH /repos/{owner}/{repo}", method="get")
+    assert all(h.operation.method == "get" for h in hits)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "list my repos",  # ordinary words, even ones that are operation names elsewhere
+        "make the repo private",
+        "update",
+        "and/or the a/b test, 24/7",  # slashes inside words are not paths
+        "look in /tmp and /etc/passwd",  # paths that are no template's
+        "/",
+        "GET it/them done",
+        "https://example.com/",
+        "see https://docs.github.com/en/rest and http://localhost:8080/x/y/z/w/v/u",
+    ],
+)
+def test_ordinary_text_names_nothing(github: SearchIndex, query: str) -> None:
+    assert github.references(query) == []
+
+
+def test_no_labelled_query_names_an_operation_outright() -> None:
+    """The tuning set is how people ask: none of it should be read as a name or a path."""
+    specs = yaml.safe_load((ROOT / "bench" / "search_queries.yaml").read_text())["specs"]
+    named = []
+    for entry in specs.values():
+        refs = References(load_spec(str(SHARED / entry["file"])).operations)
+        named += [q["q"] for q in entry["queries"] if refs.find(q["q"])]
+    assert named == []
+
+
+def test_huge_and_junk_pastes_are_bounded(github: SearchIndex) -> None:
+    rng = random.Random(9)
+    junk = " ".join(
+        "/" + "/".join("".join(rng.choices(string.ascii_lowercase + "{}", k=5)) for _ in range(rng.randint(1, 8)))
+        for _ in range(20_000)
+    )
+    names = "GET /repos/{owner}/{repo} api.repos.update repos/delete " * 20_000
+    for paste in (junk, names, "a" * 1_000_000, "/" * 1_000_000, "GET " * 250_000):
+        start = time.perf_counter()
+        found = github.references(paste)
+        hits = github.search(paste)
+        assert time.perf_counter() - start < HANG_BOUND_S
+        assert len(found) <= MAX_REFERENCES and len(hits) <= 8
+    assert {op.key for op in github.references(names)} == {"repos.get", "repos.update", "repos.delete"}
+
+
+def test_detail_accepts_a_concrete_path_and_any_case(github: SearchIndex) -> None:
+    spec: ApiSpec = github.spec
+    budget = 8000
+    assert "PATCH /repos/{owner}/{repo}" in answer_detail(github, "PATCH /repos/octo/hello", budget_chars=budget).text
+    assert "GET /repos/{owner}/{repo}" in answer_detail(github, "Repos.Get", budget_chars=budget).text
+    missing = answer_detail(github, "api.repos.updat", budget_chars=budget)
+    assert missing.is_error and "api.repos.update" in missing.text  # a close name is suggested
+    bare = answer_detail(github, "/repos/octo/hello", budget_chars=budget)  # a path alone: its methods
+    assert bare.is_error and "api.repos.get" in bare.text and "api.repos.update" in bare.text
+    long = answer_detail(github, "x" * 10_000, budget_chars=budget)
+    assert long.is_error and "10,000 characters" in long.text and len(long.text) < 400
+    assert [n for n in spec.schemas if n.lower() == "repository"] == ["repository"]
+    assert not answer_detail(github, "schema:Repository", budget_chars=budget).is_error  # one schema, other case
+    unknown = answer_detail(github, "schema:Repositry", budget_chars=budget)
+    assert unknown.is_error and "schema:repository" in unknown.text
