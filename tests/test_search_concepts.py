@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,3 +146,74 @@ def test_concepts_lift_a_query_the_model_alone_misses(tmp_path: Path) -> None:
     query = "which languages can I run notebooks in here"
     labels = [h.operation.label for h in index.search(query, limit=3)]
     assert "GET /api/kernelspecs" in labels, labels
+
+
+# -- integrity: the held-out set (bench/search_heldout.yaml) must not have shaped the table ----------
+
+BENCH = ROOT / "bench"
+MIN_QUOTE_WORDS = 3  # a phrase this long, copied from a held-out query, is that query's wording, not vocabulary
+
+
+def _queries(name: str) -> list[str]:
+    import yaml
+
+    specs = yaml.safe_load((BENCH / name).read_text())["specs"]
+    return [q["q"] for entry in specs.values() for q in entry["queries"]]
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in re.findall(r"[A-Za-z0-9']+", text)]
+
+
+def _ngrams(queries: Sequence[str]) -> set[str]:
+    out: set[str] = set()
+    for q in queries:
+        ws = _words(q)
+        for n in range(MIN_QUOTE_WORDS, len(ws) + 1):
+            out.update(" ".join(ws[i : i + n]) for i in range(len(ws) - n + 1))
+    return out
+
+
+def _phrases() -> list[tuple[int, str]]:
+    """Every plain (not ``re:``) trigger and every gloss of at least MIN_QUOTE_WORDS words, with its concept."""
+    return [
+        (k, phrase)
+        for k, (triggers, glosses) in enumerate(CONCEPTS)
+        for phrase in (*triggers, *glosses)
+        if not phrase.startswith("re:") and len(_words(phrase)) >= MIN_QUOTE_WORDS
+    ]
+
+
+def test_no_trigger_or_gloss_quotes_a_heldout_query() -> None:
+    """A 3+-word trigger or gloss that is word for word part of a held-out query, and of no tuning query,
+    can only have come from reading the held-out set."""
+    heldout, tuning = _ngrams(_queries("search_heldout.yaml")), _ngrams(_queries("search_queries.yaml"))
+    assert len(heldout) > 1000  # the held-out set was read
+    quoted = [(k, phrase) for k, phrase in _phrases() if " ".join(_words(phrase)) in heldout - tuning]
+    assert not quoted, f"concept phrases quoting a held-out query: {quoted}"
+
+
+def test_no_long_trigger_fires_on_the_heldout_set_alone() -> None:
+    """The looser form of the same check, with the matcher's own rules (stems, in order, gaps): a trigger
+    of 3+ words that fires on a held-out query must fire on some tuning query too."""
+    heldout, tuning = _queries("search_heldout.yaml"), _queries("search_queries.yaml")
+    suspicious = []
+    for k, trigger in _phrases():
+        if trigger not in CONCEPTS[k][0]:
+            continue  # a gloss
+        one = ConceptMatcher(_stem, (((trigger,), CONCEPTS[k][1]),))
+        hits = [q for q in heldout if one.concepts(q)]
+        if hits and not any(one.concepts(q) for q in tuning):
+            suspicious.append((trigger, hits[0]))
+    assert not suspicious, f"long triggers that fire only on held-out queries: {suspicious}"
+
+
+def test_the_checks_catch_a_trigger_copied_from_the_heldout_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both checks fail on a table with one held-out query's phrasing in it."""
+    query = next(q for q in _queries("search_heldout.yaml") if len(_words(q)) >= 5)
+    copied = " ".join(_words(query)[1:5])
+    monkeypatch.setattr(sys.modules[__name__], "CONCEPTS", (*CONCEPTS, ((copied,), ("copied",))))
+    with pytest.raises(AssertionError, match="quoting a held-out query"):
+        test_no_trigger_or_gloss_quotes_a_heldout_query()
+    with pytest.raises(AssertionError, match="fire only on held-out"):
+        test_no_long_trigger_fires_on_the_heldout_set_alone()
