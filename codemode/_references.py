@@ -43,7 +43,8 @@ class References:
         self._by_id = {op.operation_id: i for i, op in enumerate(operations) if op.operation_id}
         self._by_id_lower: dict[str, list[int]] = defaultdict(list)
         for op_id, i in self._by_id.items():
-            self._by_id_lower[op_id.lower()].append(i)
+            if _IDENTIFIER.search(op_id):  # "getPetById", "repos/get"; never a plain word such as "search"
+                self._by_id_lower[op_id.lower()].append(i)
         # path templates by segment count: (index, segments with None for a {parameter})
         self._templates: dict[int, list[tuple[int, list[str | None]]]] = defaultdict(list)
         for i, op in enumerate(operations):
@@ -68,12 +69,13 @@ class References:
                 return found[:MAX_REFERENCES]
         for token in query.split()[:MAX_TOKENS]:
             token = token.strip(_TRIM)
-            if not _IDENTIFIER.search(token) and token != query.strip():
-                pass  # a plain word ("search", "list") names an operation only when it is the whole query
-            elif token in self._by_id:
-                add([self._by_id[token]])
-            elif token.lower() in self._by_id_lower and len(self._by_id_lower[token.lower()]) == 1:
-                add(self._by_id_lower[token.lower()])
+            folded = self._by_id_lower.get(token.lower(), [])
+            if token in self._by_id and (_IDENTIFIER.search(token) or token == query.strip()):
+                add([self._by_id[token]])  # a plain word ("search") names an operation only as the whole query
+            elif len(folded) == 1:  # an identifier-like operationId in another case ("GETPETBYID")
+                add(folded)
+            elif not _IDENTIFIER.search(token):
+                pass
             elif token.startswith("api.") and token[4:] in self._by_key:
                 add([self._by_key[token[4:]]])
             elif "/" in token and (token.startswith("/") or "://" in token):

@@ -164,3 +164,12 @@ def test_detail_accepts_a_concrete_path_and_any_case(github: SearchIndex) -> Non
     assert not answer_detail(github, "schema:Repository", budget_chars=budget).is_error  # one schema, other case
     unknown = answer_detail(github, "schema:Repositry", budget_chars=budget)
     assert unknown.is_error and "schema:repository" in unknown.text
+
+
+def test_operation_ids_in_a_sentence_and_in_any_case() -> None:
+    index = SearchIndex(load_spec(str(ROOT / "specs" / "petstore3-openapi.yaml")), embedder=None)
+    assert _top(index, "the docs say to call findPetsByTags, what does it return?") == "GET /pet/findByTags"
+    assert _top(index, "why does GETPETBYID fail") == "GET /pet/{petId}"  # one operationId in any case
+    assert _top(index, "GET /pet/42") == "GET /pet/{petId}"  # a literal segment beats a parameter's place
+    assert _top(index, "GET /pet/findByStatus?status=sold") == "GET /pet/findByStatus"
+    assert index.references("find pet by status") == []  # the same words, as words, name nothing
