@@ -8,8 +8,11 @@ words join the keyword query at a lower weight. A gloss is used only when every 
 occurs in the spec being searched, so "DNS record" never reaches an API that has no DNS.
 
 Written from general knowledge of common APIs (DNS and CDNs, source hosting, containers,
-clouds, files, messaging, payments, AI, notebooks, project trackers, HTTP testing), not from
-any labelled query. Trigger syntax:
+clouds, files, messaging, payments, AI, notebooks, project trackers, HTTP testing) and shaped by
+the tuning set's misses (``bench/search_queries.yaml``: its queries fire three times as many
+triggers as the held-out set's). Never from the held-out set (``bench/search_heldout.yaml``):
+``tests/test_search_concepts.py`` fails on a trigger or gloss that quotes one of its queries.
+Trigger syntax:
 
 * words are matched by their stem, in order, with at most :data:`MAX_GAP` other words between
   two of them (``"point ip"`` matches "point www at a new IP");
