@@ -328,17 +328,20 @@ def _named_operation(index: SearchIndex, target: str) -> tuple[Operation | None,
     """The operation ``target`` names, else ``None`` and the operations it might mean (a bare path's methods)."""
     spec = index.spec
     key = target.removeprefix("api.")
-    method, _, path = target.partition(" ")
-    path = path.strip()
+    method, path = [*target.split(None, 1), ""][:2]  # any whitespace between METHOD and path
+    method, path = method.lower(), path.strip()
     for op in spec.operations:
-        if op.key == key or op.operation_id == target or (path and op.method == method.lower() and op.path == path):
+        if op.key == key or op.operation_id == target or (path and op.method == method and op.path == path):
             return op, []
     same_but_case = [o for o in spec.operations if key.lower() in (o.key.lower(), (o.operation_id or "").lower())]
     if len(same_but_case) == 1:
         return same_but_case[0], []
-    if (path and method.lower() in METHODS) or target.startswith("/") or "://" in target:
+    if path and method in METHODS:
+        on_path = index.path_operations(path)
+        found = [o for o in on_path if o.method == method]
+        # 'POST /user' where /user has only GET and PATCH names neither: say what the path has.
+        return (found[0], []) if found else (None, on_path)
+    if target.startswith("/") or "://" in target:
         found = index.references(target)
-        if len(found) == 1 or (found and path):
-            return found[0], []
-        return None, found
+        return (found[0], []) if len(found) == 1 else (None, found)
     return None, []

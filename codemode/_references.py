@@ -25,7 +25,15 @@ _API_NAME = re.compile(r"\bapi\.([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
 _METHOD_PATH = re.compile(r"\b(" + "|".join(METHODS) + r")\s+(\S*/\S*)", re.IGNORECASE)
 _SCHEME_HOST = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/\s]*")
 _TRIM = "\"'`()[]<>,;:"
-_IDENTIFIER = re.compile(r"[/_.\-\d]|[a-z][A-Z]")  # looks like an identifier, not a plain word
+# Looks like an identifier, not a plain word: an underscore, a separator between letters or digits
+# ("repos/get", "zones-get"), or camelCase, and a letter somewhere. Digits alone do not count: an
+# operationId "1" or "2024" would otherwise name an operation in every sentence with that number.
+_IDENTIFIER = re.compile(r"_|[A-Za-z0-9][/.\-]+[A-Za-z0-9]|[a-z][A-Z]")
+_LETTER = re.compile(r"[A-Za-z]")
+
+
+def _identifier_like(token: str) -> bool:
+    return bool(_IDENTIFIER.search(token) and _LETTER.search(token))
 
 
 def _segments(path: str) -> list[str]:
@@ -40,11 +48,13 @@ class References:
     def __init__(self, operations: Sequence[Operation]) -> None:
         self._ops = operations
         self._by_key = {op.key: i for i, op in enumerate(operations)}
-        self._by_id = {op.operation_id: i for i, op in enumerate(operations) if op.operation_id}
+        self._by_id: dict[str, list[int]] = defaultdict(list)  # a spec may repeat an operationId: all of them
         self._by_id_lower: dict[str, list[int]] = defaultdict(list)
-        for op_id, i in self._by_id.items():
-            if _IDENTIFIER.search(op_id):  # "getPetById", "repos/get"; never a plain word such as "search"
-                self._by_id_lower[op_id.lower()].append(i)
+        for i, op in enumerate(operations):
+            if op.operation_id:
+                self._by_id[op.operation_id].append(i)
+                if _identifier_like(op.operation_id):  # "getPetById", "repos/get"; never a plain word ("search")
+                    self._by_id_lower[op.operation_id.lower()].append(i)
         # path templates by segment count: (index, segments with None for a {parameter})
         self._templates: dict[int, list[tuple[int, list[str | None]]]] = defaultdict(list)
         for i, op in enumerate(operations):
@@ -63,26 +73,44 @@ class References:
             i = self._by_key.get(f"{m.group(1)}.{m.group(2)}")
             if i is not None:
                 add([i])
+        with_method: set[str] = set()  # paths a METHOD before them has already resolved
         for m in _METHOD_PATH.finditer(query):
-            add(self.match_path(m.group(2), m.group(1)))
+            named = self.match_path(m.group(2), m.group(1))
+            if named:
+                with_method.add(m.group(2).strip(_TRIM))
+            add(named)
             if len(found) >= MAX_REFERENCES:
                 return found[:MAX_REFERENCES]
+        whole = query.strip()
         for token in query.split()[:MAX_TOKENS]:
             token = token.strip(_TRIM)
             folded = self._by_id_lower.get(token.lower(), [])
-            if token in self._by_id and (_IDENTIFIER.search(token) or token == query.strip()):
-                add([self._by_id[token]])  # a plain word ("search") names an operation only as the whole query
+            if token in self._by_id and (_identifier_like(token) or token == whole):
+                add(self._by_id[token])  # a plain word ("search") names an operation only as the whole query
             elif len(folded) == 1:  # an identifier-like operationId in another case ("GETPETBYID")
                 add(folded)
-            elif not _IDENTIFIER.search(token):
+            elif token in with_method:
                 pass
             elif token.startswith("api.") and token[4:] in self._by_key:
                 add([self._by_key[token[4:]]])
             elif "/" in token and (token.startswith("/") or "://" in token):
-                add(self.match_path(token))
+                on_path = self.match_path(token)
+                # A path alone names its resource: every method. In a sentence ("add a TXT record to
+                # https://…/zones/ID", "open a pull request on /repos/o/r") it is what the task is about,
+                # often the parent of what to call: only its GET goes first (the answer's "also on this
+                # path" line names the rest), so the task's own operation is not pushed out of the top hits.
+                add(on_path if token == whole.strip(_TRIM) else self._one_of(on_path))
             if len(found) >= MAX_REFERENCES:
                 break
         return found[:MAX_REFERENCES]
+
+    def _one_of(self, on_path: list[int]) -> list[int]:
+        """The GET of the best-matching template among ``on_path``, else its first operation."""
+        if not on_path:
+            return []
+        path = self._ops[on_path[0]].path
+        same = [i for i in on_path if self._ops[i].path == path]
+        return [next((i for i in same if self._ops[i].method == "get"), same[0])]
 
     def match_path(self, path: str, method: str | None = None) -> list[int]:
         """Operations whose path template matches ``path`` (a template or a concrete path), most literal first.

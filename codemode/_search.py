@@ -345,6 +345,10 @@ class SearchIndex:
         """The operations ``query`` names outright (:mod:`codemode._references`), most specific first."""
         return [self._ops[i] for i in self._references.find(query[:MAX_QUERY_CHARS])]
 
+    def path_operations(self, path: str, method: str | None = None) -> list[Operation]:
+        """The operations whose path template matches ``path`` (a template or a concrete path), most literal first."""
+        return [self._ops[i] for i in self._references.match_path(path[:MAX_QUERY_CHARS], method)]
+
     def _ranked(self, query: str, allowed: list[int], limit: int) -> list[Hit]:
         terms, methods = self.query_terms(query)
         scores = self._score(terms)

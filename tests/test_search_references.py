@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import string
 import time
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from codemode import load_spec
-from codemode._answer import answer_detail
+from codemode._answer import answer_detail, answer_search
 from codemode._ir import ApiSpec
 from codemode._references import MAX_REFERENCES, References
 from codemode._search import SearchIndex
@@ -86,11 +87,60 @@ def test_a_pasted_traceback_names_its_operations(github: SearchIndex) -> None:
     raise HTTPStatusError(message, request=request, response=self)
 httpx.HTTPStatusError: Client error '404 Not Found' for url 'https://api.github.com/repos/octo/hello/issues/7/comments'
 """
-    labels = [h.operation.label for h in github.search(traceback)[:2]]
-    assert set(labels) == {
-        "GET /repos/{owner}/{repo}/issues/{issue_number}/comments",
-        "POST /repos/{owner}/{repo}/issues/{issue_number}/comments",
+    assert _top(github, traceback) == "GET /repos/{owner}/{repo}/issues/{issue_number}/comments"
+    answer = answer_search(github, traceback)  # the path's other method is one line away
+    assert "POST /repos/{owner}/{repo}/issues/{issue_number}/comments" in {op.label for op in answer.shown}
+
+
+@pytest.mark.parametrize(
+    ("query", "task"),
+    [
+        ("add a collaborator to /repos/octo/hello", "PUT /repos/{owner}/{repo}/collaborators/{username}"),
+        ("what does GET /repos/octo/hello/issues return, and how do I create an issue",
+         "GET /repos/{owner}/{repo}/issues"),
+    ],
+)  # fmt: skip
+def test_a_path_in_a_sentence_does_not_push_the_task_out(github: SearchIndex, query: str, task: str) -> None:
+    """A path in a sentence is what the task is about, often the parent of what to call: only its GET
+    goes first (the DELETE and PATCH of the repository used to take the next two places)."""
+    labels = [h.operation.label for h in github.search(query)[:2]]
+    assert task in labels, labels
+    assert not any(label.startswith(("DELETE", "PATCH")) for label in labels), labels
+
+
+def test_a_url_in_a_sentence_on_cloudflare(cloudflare: SearchIndex) -> None:
+    query = "add a TXT record to https://api.cloudflare.com/client/v4/zones/023e105f4ecef8ad9ca31a8372d0c353"
+    assert [op.label for op in cloudflare.references(query)] == ["GET /zones/{zone_id}"]
+    labels = [h.operation.label for h in cloudflare.search(query)[:3]]
+    assert "POST /zones/{zone_id}/dns_records" in labels, labels
+    alone = cloudflare.references("https://api.cloudflare.com/client/v4/zones/023e105f4ecef8ad9ca31a8372d0c353")
+    assert {op.method for op in alone} == {"get", "patch", "delete"}  # a path alone: every method
+
+
+def test_a_hostile_spec_cannot_hijack_sentences(tmp_path: Path) -> None:
+    """operationIds that are numbers, repeated, or spelled like references: each names only itself."""
+
+    def op(op_id: str) -> dict[str, object]:
+        return {"operationId": op_id, "summary": op_id, "responses": {"200": {"description": "ok"}}}
+
+    spec = {
+        "openapi": "3.0.3",
+        "info": {"title": "hostile", "version": "1"},
+        "paths": {
+            "/users/{id}": {"get": op("getUser"), "delete": op("deleteUser")},
+            "/one": {"get": op("1")},
+            "/year": {"get": op("2024")},
+            "/dup": {"get": op("dupId"), "put": op("dupId")},
+        },
     }
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(spec))
+    index = SearchIndex(load_spec(str(path), use_cache=False), embedder=None)
+    assert index.references("delete user 1") == []  # a number in a sentence is not the operationId "1"
+    assert index.references("the 2024 report of user 7") == []
+    assert _top(index, "delete user 1") == "DELETE /users/{id}"
+    assert [op.label for op in index.references("1")] == ["GET /one"]  # as the whole query it still names it
+    assert {op.label for op in index.references("why does dupId fail")} == {"GET /dup", "PUT /dup"}
 
 
 def test_twilio_paths_with_a_suffix_on_the_parameter(twilio: SearchIndex) -> None:
@@ -164,6 +214,15 @@ def test_detail_accepts_a_concrete_path_and_any_case(github: SearchIndex) -> Non
     assert not answer_detail(github, "schema:Repository", budget_chars=budget).is_error  # one schema, other case
     unknown = answer_detail(github, "schema:Repositry", budget_chars=budget)
     assert unknown.is_error and "schema:repository" in unknown.text
+
+
+def test_detail_never_answers_with_another_method(github: SearchIndex) -> None:
+    """GitHub has GET and PATCH /user, no POST: 'POST /user' is an error that names what the path has."""
+    wrong = answer_detail(github, "POST /user", budget_chars=8000)
+    assert wrong.is_error and "api.users.get_authenticated" in wrong.text
+    assert "api.users.update_authenticated" in wrong.text
+    tab = answer_detail(github, "DELETE\t/repos/octo/hello", budget_chars=8000)  # any whitespace after the method
+    assert not tab.is_error and tab.text.startswith("DELETE /repos/{owner}/{repo}")
 
 
 def test_operation_ids_in_a_sentence_and_in_any_case() -> None:
