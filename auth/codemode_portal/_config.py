@@ -115,6 +115,9 @@ class PortalSettings(BaseModel):
     )
     max_sessions: int = Field(default=2000, ge=1, le=1_000_000, description="live streamable-HTTP sessions per server")
     session_idle_seconds: int = Field(default=1800, ge=10, le=86_400, description="an idle MCP session ends after this")
+    sse_recheck_seconds: float = Field(
+        default=15, ge=0.2, le=3600, description="an open SSE stream looks its grant up again this often"
+    )
     allowed_hosts: tuple[str, ...] = Field(default=(), description="extra Host headers accepted (DNS rebinding)")
     trust_forwarded_for: bool = Field(default=False, description="take the client address from X-Forwarded-For")
     oidc: OidcSettings | None = Field(default=None, description="[portal.oidc]: sign-in through OpenID Connect")

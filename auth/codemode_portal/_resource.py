@@ -7,7 +7,8 @@ revoked), issued for *this* server and for one of its resource URLs under the cu
 without an error code and with ``scope="<name>:read <name>:write"`` when no token was sent (the
 scopes MCP clients then ask for), or 403 ``insufficient_scope`` with ``scope="<name>:read"``, each
 with ``WWW-Authenticate: Bearer resource_metadata="…"`` (RFC 9728). Tokens in the query string are
-refused. The ``Authorization`` header is removed before the MCP server sees the request: a
+refused. An open SSE stream ends when its grant is revoked (``_streams``). The ``Authorization``
+header is removed before the MCP server sees the request: a
 client's token never goes further, and never upstream.
 """
 
@@ -32,6 +33,7 @@ from ._crypto import ACCESS_PREFIX, token_hash
 from ._errors import StoreError
 from ._hosting import CURRENT_CALLER, CredentialResolver, HostedServer, MissingCredential
 from ._store import AsyncStore, TokenView
+from ._streams import SseStreams
 
 __all__ = ["MAX_TOKEN_CHARS", "RETRY_AFTER", "UNAVAILABLE", "ResourceServer", "prm_document", "prm_paths"]
 
@@ -99,6 +101,7 @@ class ResourceServer:
         self.hosted = hosted
         self.resolver = resolver
         self._streams: dict[tuple[str, str], int] = {}  # (server, user) -> open SSE streams
+        self.sse_streams = SseStreams(astore, recheck_seconds=settings.sse_recheck_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -158,6 +161,10 @@ class ResourceServer:
                 return
         problem = self._problem(view, name)
         if problem is not None:
+            if transport == "sse" and view is not None and (view.grant_revoked or view.token.revoked_at is not None):
+                # the client's SSE stream would wait forever for the answer to this message: end it
+                session_id = next((v for k, v in parse_qsl(query) if k == "session_id"), None)
+                self.sse_streams.refused(session_id, view.token, name)
             await refuse(401, "invalid_token", problem)
             return
         assert view is not None
@@ -203,7 +210,10 @@ class ResourceServer:
             self._streams[key] = self._streams.get(key, 0) + 1
         reset = CURRENT_CALLER.set((name, caller))
         try:
-            await mounted.handle(inner, receive, send)  # type: ignore[misc]
+            if streaming:
+                await self.sse_streams.serve(mounted.handle, inner, receive, send, server=name, token=tok)  # type: ignore[arg-type]
+            else:
+                await mounted.handle(inner, receive, send)  # type: ignore[misc]
         finally:
             CURRENT_CALLER.reset(reset)
             if streaming:
