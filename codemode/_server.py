@@ -137,7 +137,6 @@ class CodemodeServer:
         env = dict(os.environ) if env is None else env
         self.credentials = Credentials.from_env(spec.security_schemes, env, prefix=self.settings.env_prefix)
         self.scrubber = seed_scrubber(self.credentials, self.settings.upstream.headers)  # the one place
-        log_scrubbing(self.scrubber)  # httpx's debug lines carry request URLs (and query keys)
         ex = self.settings.execute
         self.policy = OperationPolicy(spec, read_only=ex.read_only, allow=ex.allow, deny=ex.deny)
         self.limiter = limiter or ExecutionLimiter(self.settings.executions)
@@ -158,6 +157,10 @@ class CodemodeServer:
         self._sessions = 0  # lifespans entered and not yet left (SSE enters one per connection)
         self.client_log_level: str | None = None  # set by a client's logging/setLevel
         self.mcp = self._build_mcp()
+        # After the SDK's server exists: with no logging configured by the application, it adds a
+        # root handler, and the filter must sit on that handler too. httpx's debug lines carry
+        # request URLs (and query keys).
+        log_scrubbing(self.scrubber)
 
     # -- background preparation ------------------------------------------------------------
     def start_background_work(self) -> None:
@@ -255,6 +258,10 @@ class CodemodeServer:
             version=__version__,
             instructions=instructions(self.spec),
             lifespan=self._lifespan,
+            # The SDK configures the root logger when the application has not (basicConfig): at its
+            # default INFO, every upstream request's URL would be logged. The CLI configures logging
+            # itself (--debug), so this only matters to programs that embed the library.
+            log_level="WARNING",
         )
         mcp.add_tool(
             self.search,

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from codemode._scrub import REDACTED, Scrubber, basic_auth_forms
@@ -122,3 +125,25 @@ def test_text_re2_cannot_take_is_scrubbed_all_the_same() -> None:
     assert s.scrub_text("p%C3%A4ssw%c3%b6rd-0123") == "[REDACTED]"
     assert s.scrub_bytes("pässwörd-0123".encode("latin-1"), "latin-1") == b"[REDACTED]"
     assert s.scrub_bytes(b"a\\" + "pässwörd-0123".encode() + b"\\b") == b"a\\[REDACTED]\\b"
+
+
+def test_a_program_embedding_the_library_logs_no_request_urls_and_scrubs_every_root_handler() -> None:
+    """With no logging configured, the SDK's server sets up the root logger: not at INFO (every
+    upstream URL), and the scrubbing filter is on the handler it adds."""
+    code = (
+        "import logging\n"
+        "from codemode import load_spec\n"
+        "from codemode._server import CodemodeServer\n"
+        "from codemode._scrub import LOG_FILTER\n"
+        "server = CodemodeServer(load_spec('specs/petstore3-openapi.yaml'),\n"
+        "                        env={'CODEMODE_API_KEY': 'sk-embedded-0123456789'})\n"
+        "root = logging.getLogger()\n"
+        "assert root.handlers and all(LOG_FILTER in h.filters for h in root.handlers), root.handlers\n"
+        "logging.getLogger('httpx').info('HTTP Request: GET http://upstream.example/pets?status=sold')\n"
+        "logging.getLogger('httpcore.http11').warning('sent api_key=sk-embedded-0123456789')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert "upstream.example" not in out.stderr, out.stderr
+    assert "sk-embedded-0123456789" not in out.stderr and "[REDACTED]" in out.stderr, out.stderr
