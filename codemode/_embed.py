@@ -238,6 +238,9 @@ class OnnxEmbedder:
         opts.enable_cpu_mem_arena = False  # give batch buffers back: keeps the serving RSS low
         opts.enable_mem_pattern = False
         opts.log_severity_level = 3
+        # Threads sleep when a run ends instead of spinning for more work: a query is one short
+        # run, and spinning threads took the cores the rest of the search (and the server) needs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(self._model_path), opts, providers=["CPUExecutionProvider"])
 
     def prepare(self) -> None:

@@ -367,8 +367,13 @@ class SearchIndex:
     def cosine(self, query: str, indices: list[int] | None = None) -> Any:
         """Cosine similarity of ``query`` with the operations (all, or ``indices``); needs the embeddings."""
         assert self._embedder is not None and self._matrix is not None
+        import numpy as np
+
         q = self._embedder.embed_query(self.semantic_query(query))
-        return (self._matrix if indices is None else self._matrix[indices]) @ q
+        # einsum's own loop, not BLAS: a matrix-vector product this small takes 0.15 ms on one
+        # core, while waking BLAS's thread pool right after the encoder's threads took 5-10 ms
+        # on a busy 2-core machine (measured on Cloudflare's 1,533 x 384 matrix).
+        return np.einsum("ij,j->i", self._matrix if indices is None else self._matrix[indices], q)
 
     def _fused_top(
         self, query: str, terms: dict[str, float], bm25: dict[int, float], allowed: list[int], limit: int
