@@ -60,9 +60,6 @@ class SseStreams:
         self.recheck_seconds = recheck_seconds
         self._by_session: dict[str, LiveStream] = {}
 
-    def __len__(self) -> int:
-        return len(self._by_session)
-
     async def serve(
         self, handle: Callable[[Scope, Receive, Send], Awaitable[None]], scope: Scope, receive: Receive, send: Send,
         *, server: str, token: TokenRecord,
