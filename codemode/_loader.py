@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 import yaml
 
 from ._errors import SpecError
+from ._text import SURROGATE_ESCAPE, without_lone_surrogates
 
 __all__ = ["DocumentStore", "Located", "display_uri", "find_root_in_folder", "parse_document"]
 
@@ -59,9 +59,6 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
-_SURROGATE_ESCAPE = re.compile(r"\\[uU]0*[dD][89a-fA-F][0-9a-fA-F]{2}")
-
-
 def parse_document(data: bytes, where: str) -> Any:
     """Parse JSON or YAML bytes. Errors name the source and the line.
 
@@ -70,17 +67,7 @@ def parse_document(data: bytes, where: str) -> Any:
     """
     text = data.decode("utf-8-sig", errors="replace")
     doc = _parse_text(text, where)
-    return _without_lone_surrogates(doc) if _SURROGATE_ESCAPE.search(text) else doc
-
-
-def _without_lone_surrogates(node: Any) -> Any:
-    if isinstance(node, str):
-        return node if node.isascii() else node.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    if isinstance(node, dict):
-        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_without_lone_surrogates(v) for v in node]
-    return node
+    return without_lone_surrogates(doc) if SURROGATE_ESCAPE.search(text) else doc
 
 
 def _parse_text(text: str, where: str) -> Any:

@@ -374,8 +374,12 @@ class CodemodeServer:
         (``codemode._listen.listen_socket``); without it the port is bound here, before any
         background work starts."""
         if transport == "stdio":
+            import anyio
+
+            from ._stdio import serve_stdio
+
             self.start_background_work()
-            self.mcp.run("stdio")
+            anyio.run(serve_stdio, self.mcp)
             return
         import uvicorn
 

@@ -6,7 +6,7 @@ import html
 import re
 from typing import Any
 
-__all__ = ["HTML_TAGS", "plain_text"]
+__all__ = ["HTML_TAGS", "SURROGATE_ESCAPE", "plain_text", "without_lone_surrogates"]
 
 # Tag names removed from summaries and descriptions. Only these: ``<owner>/<repo>`` in a
 # description is a placeholder, not markup, and stays.
@@ -40,3 +40,18 @@ def plain_text(value: Any, limit: int = 2000) -> str:
         text = "\n".join(_BLANKS.sub(" ", line).strip() for line in text.splitlines())
         text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()[:limit]
+
+
+# A JSON escape of a surrogate code point (``"\\ud800"``): valid JSON, but alone not encodable as UTF-8.
+SURROGATE_ESCAPE = re.compile(r"\\[uU]0*[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def without_lone_surrogates(node: Any) -> Any:
+    """Parsed JSON with every lone surrogate in its strings and keys replaced by U+FFFD (pairs are kept)."""
+    if isinstance(node, str):
+        return node if node.isascii() else node.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(node, dict):
+        return {without_lone_surrogates(k): without_lone_surrogates(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [without_lone_surrogates(v) for v in node]
+    return node

@@ -25,6 +25,7 @@ from codemode_portal._connect import (
     StoredState,
     TokenFile,
     config_dir,
+    forward,
     token_path,
 )
 from codemode_portal._connect._http import BridgeHttpClient, ResponseTooLarge
@@ -388,3 +389,30 @@ def test_login_to_a_portal_that_is_not_there_is_one_clear_line(
     err = capsys.readouterr().err
     assert err.startswith("error [connect.login]: cannot reach http://127.0.0.1:"), err
     assert "Traceback" not in err
+
+
+async def test_a_request_with_a_lone_surrogate_escape_is_forwarded() -> None:
+    """'\\ud800' is valid JSON that the SDK's stdio parser refuses: the bridge dropped the request (the
+    client waited forever); it now forwards it with U+FFFD in its place."""
+    import anyio
+    from mcp import types
+
+    line = '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search","arguments":{"query":"a \\ud800"}}}'
+    try:
+        types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+        pytest.fail("the SDK now accepts lone surrogates: this repair can go")
+    except ValidationError as exc:
+        refused = exc
+    local_send, local_read = anyio.create_memory_object_stream[SessionMessage | Exception](4)
+    local_write, _local_out = anyio.create_memory_object_stream[SessionMessage](4)
+    remote_send, remote_read = anyio.create_memory_object_stream[SessionMessage | Exception](4)
+    remote_write, remote_out = anyio.create_memory_object_stream[SessionMessage](4)
+    await local_send.send(refused)
+    await local_send.aclose()
+    with anyio.fail_after(10):
+        await forward(local_read, local_write, remote_read, remote_write)
+    sent = remote_out.receive_nowait().message
+    for stream in (local_read, local_write, _local_out, remote_send, remote_read, remote_write, remote_out):
+        await stream.aclose()
+    assert isinstance(sent, JSONRPCRequest) and sent.id == 7
+    assert sent.params is not None and sent.params["arguments"] == {"query": "a \ufffd"}

@@ -207,8 +207,8 @@ def test_binds_loopback_by_default() -> None:
             assert _listening_addresses(server.port) == {"0100007F"}  # 127.0.0.1 only, nothing on :: or 0.0.0.0
 
 
-async def _raw_stdio_tools_list(spec: str) -> str:
-    """The raw JSON-RPC line a client receives for ``tools/list`` over stdio."""
+async def _raw_stdio(spec: str, *requests: str) -> list[str]:
+    """The raw JSON-RPC lines a client receives over stdio for ``requests`` (raw lines, ids 2, 3, …)."""
     with tempfile.TemporaryFile() as errlog:
         proc = await asyncio.create_subprocess_exec(
             CODEMODE, "serve", spec, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=errlog,
@@ -216,13 +216,16 @@ async def _raw_stdio_tools_list(spec: str) -> str:
         )  # fmt: skip
         assert proc.stdin is not None and proc.stdout is not None
 
-        async def request(message: dict[str, Any]) -> None:
-            proc.stdin.write((json.dumps(message) + "\n").encode())  # type: ignore[union-attr]
+        async def request(line: str) -> None:
+            proc.stdin.write((line + "\n").encode())  # type: ignore[union-attr]
             await proc.stdin.drain()  # type: ignore[union-attr]
 
         async def response(want_id: int) -> str:
             while True:
-                line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT)  # type: ignore[union-attr]
+                try:
+                    line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT)  # type: ignore[union-attr]
+                except TimeoutError:
+                    pytest.fail(f"no answer to request {want_id} in {READY_TIMEOUT} s")
                 if not line:
                     errlog.seek(0)
                     pytest.fail(f"codemode serve closed stdout:\n{errlog.read().decode(errors='replace')}")
@@ -230,15 +233,18 @@ async def _raw_stdio_tools_list(spec: str) -> str:
                     return line.decode().rstrip("\n")
 
         try:
-            await request({
+            await request(json.dumps({
                 "jsonrpc": "2.0", "id": 1, "method": "initialize",
                 "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                           "clientInfo": {"name": "size-check", "version": "1"}},
-            })  # fmt: skip
+                           "clientInfo": {"name": "raw-stdio", "version": "1"}},
+            }))  # fmt: skip
             await response(1)
-            await request({"jsonrpc": "2.0", "method": "notifications/initialized"})
-            await request({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
-            return await response(2)
+            await request(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            answers = []
+            for n, line in enumerate(requests, start=2):
+                await request(line)
+                answers.append(await response(n))
+            return answers
         finally:
             if proc.returncode is None:
                 try:
@@ -246,6 +252,34 @@ async def _raw_stdio_tools_list(spec: str) -> str:
                 except ProcessLookupError:
                     pass
             await proc.wait()
+
+
+async def _raw_stdio_tools_list(spec: str) -> str:
+    """The raw JSON-RPC line a client receives for ``tools/list`` over stdio."""
+    (line,) = await _raw_stdio(spec, json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+    return line
+
+
+async def test_a_lone_surrogate_escape_over_stdio_is_answered() -> None:
+    """'\\ud800' is valid JSON (half an emoji) that the SDK's parser refuses: it dropped the whole request
+    and the client waited forever. Now it is served with U+FFFD in its place, and the server goes on."""
+
+    def call(n: int, arguments: str) -> str:
+        params = f'{{"name":"search","arguments":{arguments}}}'
+        return f'{{"jsonrpc":"2.0","id":{n},"method":"tools/call","params":{params}}}'
+
+    lone, pair, detail, after = await _raw_stdio(
+        PETSTORE,
+        call(2, r'{"query":"find pets by status \ud83d"}'),
+        call(3, r'{"query":"find pets by status \ud83d\udc36"}'),  # a valid pair stays an emoji
+        call(4, r'{"detail":"\udfff"}'),
+        call(5, '{"query":"find pets by status"}'),
+    )
+    assert "GET /pet/findByStatus" in json.loads(lone)["result"]["content"][0]["text"]
+    assert "GET /pet/findByStatus" in json.loads(pair)["result"]["content"][0]["text"]
+    text = json.loads(detail)["result"]["content"][0]["text"]
+    assert json.loads(detail)["result"]["isError"] and "\ufffd" in text
+    assert "GET /pet/findByStatus" in json.loads(after)["result"]["content"][0]["text"]
 
 
 async def test_tools_list_size_for_the_github_spec() -> None:

@@ -35,6 +35,8 @@ from mcp.shared.inbound import (
 from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp_types import PROTOCOL_VERSION_META_KEY, JSONRPCError, JSONRPCNotification, JSONRPCRequest, JSONRPCResponse
 
+from codemode._stdio import repaired
+
 __all__ = ["Headers", "forward"]
 
 log = logging.getLogger("codemode.connect")
@@ -115,7 +117,8 @@ async def forward(
     headers = Headers()
 
     async def up() -> None:
-        async for item in local_read:
+        async for raw in local_read:
+            item = repaired(raw)  # a lone surrogate escape ("\\ud800", valid JSON) made the SDK drop the request
             if isinstance(item, Exception):
                 log.warning("ignored a line from the MCP client that is not a JSON-RPC message: %s",
                             str(item).splitlines()[0][:200])  # fmt: skip
