@@ -66,6 +66,7 @@ MAX_FILTER_CHARS = 200  # a longer tag names no tag
 MAX_PATH_CHARS = 2000  # nor does a longer path_prefix start any path
 MAX_WORD = 30  # a longer run of letters is noise, not a word
 MAX_QUERY_CHARS = 2000  # longer queries are cut (a 10 kB paste costs what a paragraph costs)
+UNTAGGED = "(untagged)"  # the table of contents' name for the operations without a tag (tag= accepts it)
 log = logging.getLogger("codemode.search")
 
 STOPWORDS = frozenset(
@@ -172,8 +173,12 @@ class SearchIndex:
                 if len(low) <= MAX_WORD and (stem not in self._surface or len(low) < len(self._surface[stem])):
                     self._surface[stem] = low
         self._every = list(range(len(self._ops)))
-        # What a tag= filter matches per operation: its tags (as written, lower case, snake case) and its group.
-        self._tag_keys = [{op.group, *(t.lower() for t in op.tags), *(snake(t) for t in op.tags)} for op in self._ops]
+        # What a tag= filter matches per operation: its tags (as written, lower case, snake case) and its group,
+        # and for an operation without tags the name the table of contents lists it under.
+        self._tag_keys = [
+            {op.group, *(t.lower() for t in op.tags), *(snake(t) for t in op.tags), *(() if op.tags else (UNTAGGED,))}
+            for op in self._ops
+        ]
         self._by_path: dict[str, list[Operation]] = defaultdict(list)
         for op in self._ops:
             self._by_path[op.path].append(op)
@@ -438,7 +443,7 @@ class SearchIndex:
         by_tag: dict[str, list[Operation]] = defaultdict(list)
         tagged = any(op.tags for op in self._ops)
         for op in self._ops:
-            by_tag[(op.tags[0] if op.tags else "(untagged)") if tagged else op.group].append(op)
+            by_tag[(op.tags[0] if op.tags else UNTAGGED) if tagged else op.group].append(op)
         desc = self.spec.tag_descriptions
         return [Group(name, desc.get(name, ""), tuple(ops)) for name, ops in by_tag.items()]
 
