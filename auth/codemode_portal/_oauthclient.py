@@ -11,6 +11,7 @@ could echo one). ``refused`` is true when the provider answered with an OAuth er
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Mapping
@@ -178,16 +179,32 @@ async def revoke(revocation_url: str, reg: ClientRegistration, *, token: str, hi
         raise ProviderError(f"{where} answered HTTP {reply.status_code}.", refused=reply.status_code < 500)
 
 
+class _TooLarge(ValueError):
+    pass
+
+
+async def _get_json(client: AsyncOAuth2Client, url: str) -> tuple[int, Any]:
+    """GET ``url``: its status and, on 200, its JSON. Reading stops at MAX_METADATA_BYTES of the
+    decoded body (a compressed bomb stops there too); more is :class:`_TooLarge`."""
+    headers = {"Accept": "application/json"}
+    async with client.stream("GET", url, withhold_token=True, headers=headers) as reply:
+        if reply.status_code != 200:
+            return reply.status_code, None
+        body = bytearray()
+        async for chunk in reply.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_METADATA_BYTES:
+                raise _TooLarge(f"more than {MAX_METADATA_BYTES} bytes")
+    return 200, json.loads(body)
+
+
 async def discover(urls: tuple[str, ...]) -> dict[str, Any] | None:
     """The first of ``urls`` that answers 200 with a JSON object (RFC 8414 / OIDC discovery), or None."""
     async with ClientRegistration("discovery").client() as client:
         for url in urls:
             try:
-                reply = await client.request("GET", url, withhold_token=True, headers={"Accept": "application/json"})
-                if reply.status_code != 200 or len(reply.content) > MAX_METADATA_BYTES:
-                    continue
-                doc = reply.json()
-            except _FAILURES:  # not there: try the next URL
+                _, doc = await _get_json(client, url)
+            except _FAILURES:  # not there, too large, not JSON: try the next URL
                 continue
             if isinstance(doc, dict):
                 return doc
@@ -199,12 +216,11 @@ async def fetch_json(url: str) -> dict[str, Any]:
     where = f"{host_of(url)}"
     try:
         async with ClientRegistration("fetch").client() as client:
-            reply = await client.request("GET", url, withhold_token=True, headers={"Accept": "application/json"})
-            if reply.status_code != 200:
-                raise ProviderError(f"{where} answered HTTP {reply.status_code}.", refused=False)
-            if len(reply.content) > MAX_METADATA_BYTES:
-                raise ProviderError(f"{where} sent more than {MAX_METADATA_BYTES} bytes.", refused=False)
-            doc = reply.json()
+            status, doc = await _get_json(client, url)
+        if status != 200:
+            raise ProviderError(f"{where} answered HTTP {status}.", refused=False)
+    except _TooLarge:
+        raise ProviderError(f"{where} sent more than {MAX_METADATA_BYTES} bytes.", refused=False) from None
     except _FAILURES as exc:
         raise _failure(exc, where) from None
     if not isinstance(doc, dict):
