@@ -12,7 +12,6 @@ import pytest
 pytest.importorskip("authlib", reason="the portal extra is not installed: pip install -e '.[portal]'")
 
 from authz_kit import DocServer, Route
-
 from codemode_portal._oauthclient import MAX_METADATA_BYTES, ProviderError, discover, fetch_json
 
 JSON = {"Content-Type": "application/json"}
