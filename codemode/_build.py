@@ -20,7 +20,7 @@ from ._ir import ApiSpec, Body, Encoding, Operation, Param, Response, SecuritySc
 from ._loader import DocumentStore
 from ._naming import NameRequest, assign_names, param_py_names
 from ._schemas import SchemaCollector
-from ._text import plain_text
+from ._text import plain_text, shown_name
 
 __all__ = ["build_spec"]
 
@@ -384,7 +384,7 @@ class _Builder:
             operation_id=op.get("operationId") if isinstance(op.get("operationId"), str) else None,
             summary=plain_text(op.get("summary"), 300),
             description=plain_text(op.get("description")),
-            tags=tuple(str(t) for t in tags),
+            tags=tuple(shown_name(t) for t in tags),
             params=params,
             body=body,
             body_fields=body_fields,
@@ -522,7 +522,7 @@ class _Builder:
         out: dict[str, str] = {}
         for tag in raw if isinstance(raw, list) else []:
             if isinstance(tag, dict) and isinstance(tag.get("name"), str):
-                out[tag["name"]] = plain_text(tag.get("description"), 500)
+                out[shown_name(tag["name"])] = plain_text(tag.get("description"), 500)
         return out
 
     def finish(self, d: _Draft, group: str, name: str) -> Operation:

@@ -6,7 +6,7 @@ import html
 import re
 from typing import Any
 
-__all__ = ["HTML_TAGS", "SURROGATE_ESCAPE", "plain_text", "without_lone_surrogates"]
+__all__ = ["BIDI_CONTROLS", "HTML_TAGS", "SURROGATE_ESCAPE", "plain_text", "shown_name", "without_lone_surrogates"]
 
 # Tag names removed from summaries and descriptions. Only these: ``<owner>/<repo>`` in a
 # description is a placeholder, not markup, and stays.
@@ -21,6 +21,14 @@ HTML_TAGS = frozenset(
 _TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)\b[^<>]*?/?>")
 _ENTITY = re.compile(r"&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
 _BLANKS = re.compile(r"[ \t]+")
+# Bidirectional embeddings, overrides and isolates: in a spec's text they only serve to make what
+# a person reads in a client differ from what is there ("Trojan Source"); marks (LRM, RLM) stay.
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def shown_name(value: Any) -> str:
+    """A name from a spec (a tag) as answers show it: text, without bidirectional controls."""
+    return BIDI_CONTROLS.sub("", str(value))
 
 
 def _untag(m: re.Match[str]) -> str:
@@ -39,7 +47,7 @@ def plain_text(value: Any, limit: int = 2000) -> str:
     if text != value:
         text = "\n".join(_BLANKS.sub(" ", line).strip() for line in text.splitlines())
         text = re.sub(r"\n{3,}", "\n\n", text)
-    return text.strip()[:limit]
+    return BIDI_CONTROLS.sub("", text).strip()[:limit]  # after unescaping: &#x202e; is one too
 
 
 # A JSON escape of a surrogate code point (``"\\ud800"``): valid JSON, but alone not encodable as UTF-8.

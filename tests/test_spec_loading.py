@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import keyword
+import re
 from pathlib import Path
 
 import pytest
@@ -320,3 +321,26 @@ def test_lone_surrogate_escapes_become_replacement_characters(tmp_path: Path) ->
     for answer in (answer_search(index, "list notes"), answer_detail(index, "api." + op.key, budget_chars=4000)):
         assert not answer.is_error and "List notes" in answer.text
         answer.text.encode("utf-8")  # raises on a lone surrogate
+
+
+def test_bidirectional_controls_in_spec_text_never_reach_an_answer(tmp_path: Path) -> None:
+    """A hostile spec's summary, description or tag with U+202E & co. ("Trojan Source") would make
+    what a person reads in the client differ from what the model reads: they are dropped, marks stay."""
+    from codemode._answer import answer_search
+    from codemode._search import SearchIndex
+
+    raw = (
+        '{"openapi": "3.0.0", "info": {"title": "Notes \\u202eIPA", "version": "1"}, '
+        '"tags": [{"name": "no\\u2066tes", "description": "All &#x202E;notes"}], "paths": {"/notes": {"get": '
+        '{"operationId": "listNotes", "tags": ["no\\u2066tes"], "summary": "List \\u202dnotes\\u202c \\u200f", '
+        '"description": "<p>Every\\u2067 note</p>", "responses": {"200": {"description": "ok"}}}}}}'
+    )
+    path = tmp_path / "bidi.json"
+    path.write_text(raw)
+    spec = load_spec(str(path), cache_dir=tmp_path / "cache")
+    op = spec.operations[0]
+    assert (op.summary, op.description, op.tags) == ("List notes \u200f", "Every note", ("notes",))
+    assert spec.title == "Notes IPA" and spec.tag_descriptions == {"notes": "All notes"}
+    index = SearchIndex(spec, embedder=None)
+    for answer in (answer_search(index, "list notes"), answer_search(index, ""), answer_search(index, "", tag="notes")):
+        assert not answer.is_error and not re.search("[\u202a-\u202e\u2066-\u2069]", answer.text), answer.text
