@@ -90,6 +90,11 @@ def tokenize(text: str) -> list[str]:
     return [_stem(w.lower()) for w in _WORD.findall(text) if w.lower() not in STOPWORDS and len(w) <= MAX_WORD]
 
 
+def _weak(term: str) -> bool:
+    """A query word that is no evidence of a match on its own: a number or a single character."""
+    return len(term) < 2 or term.isdigit()
+
+
 @dataclass(frozen=True, slots=True)
 class Hit:
     operation: Operation
@@ -356,7 +361,9 @@ class SearchIndex:
 
     def _ranked(self, query: str, allowed: list[int], limit: int) -> list[Hit]:
         terms, methods = self.query_terms(query)
-        scores = self._score(terms)
+        # Numbers and single letters are no evidence alone: "xyzzyplugh 42" or a pasted escape
+        # code ("\x1b[2J" -> "2", "j") must not match whatever mentions a 2.
+        scores = self._score(terms) if any(t in self._idf and not _weak(t) for t in terms) else {}
         if methods:
             for i in scores:
                 if self._ops[i].method in methods:

@@ -308,3 +308,18 @@ def test_no_keyword_note_when_the_model_is_not_installed(petstore: ApiSpec, monk
     assert not answer_search(index, "delete a pet").text.startswith("(keyword")
     monkeypatch.setenv("CODEMODE_EMBEDDINGS", "off")
     assert SearchIndex(petstore).semantic_state == "off"
+
+
+@pytest.mark.parametrize("query", ["xyzzyplugh 2", "\x1b[2J", "2", "1 2 3", "v 2"])
+def test_numbers_and_single_letters_alone_match_nothing(tmp_path: Path, query: str) -> None:
+    """A pasted escape code or a lone number is no evidence, even when the API's words contain it."""
+    spec_file = tmp_path / "v2.json"
+    spec_file.write_text(
+        '{"openapi": "3.0.0", "info": {"title": "Two", "version": "2"}, "paths": {'
+        '"/v2/items/{id}": {"get": {"operationId": "getItem2", "summary": "Get item 2 j", "parameters": '
+        '[{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}], '
+        '"responses": {"200": {"description": "ok"}}}}}}'
+    )
+    index = SearchIndex(load_spec(str(spec_file), cache_dir=tmp_path / "cache"), embedder=None)
+    assert index.search(query) == []
+    assert [h.operation.label for h in index.search("get item 2")] == ["GET /v2/items/{id}"]  # a word with it: found
