@@ -58,9 +58,13 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
         raise ConfigError(f"cannot read server config {path}: {exc}.", code="config.parse") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"server config {path} is not valid TOML: {exc}.", code="config.parse") from None
-    server = dict(data.pop("server", {}))
+    table = data.pop("server", {})
+    if not isinstance(table, dict):
+        kind = type(table).__name__
+        raise ConfigError(f"{path}: server must be a table ([server]), not a {kind}.", code="config.parse")
+    server = dict(table)
     spec = server.pop("spec", None)
-    if not isinstance(spec, str):
+    if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f'{path}: [server] needs spec = "path, folder or URL".', code="config.no_spec")
     if not spec.startswith(("http://", "https://")):
         spec = str((path.parent / spec).resolve())

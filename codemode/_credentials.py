@@ -443,9 +443,12 @@ def guest_override(request: UpstreamRequest, reserved: Reserved, static_headers:
     not an override.
     """
     statics = {name.lower(): value for name, value in static_headers.items()}
+    cookie_credential = any(location == "cookie" for location, _ in reserved)
     for name, value in request.headers.items():
         lower = name.lower()
-        if (lower in statics and statics[lower] != value) or ("header", lower) in reserved:
+        # a whole Cookie header would replace a credential sent as a cookie (httpx sends one Cookie line)
+        whole_cookie = lower == "cookie" and cookie_credential
+        if (lower in statics and statics[lower] != value) or ("header", lower) in reserved or whole_cookie:
             return f"header {name!r} is set by the server (a static header or a credential); leave it out"
     for name in request.cookies:
         if ("cookie", name.lower()) in reserved or "cookie" in statics:  # a static Cookie header is whole

@@ -48,7 +48,7 @@ def type_text(schema: dict[str, Any] | None, depth: int = 0) -> str:
         return "Any"
     name = _ref_name(schema)
     if name is not None:
-        return name
+        return shown_key(name)
     nullable = bool(schema.get("nullable"))
     if "const" in schema:
         text = _literal([schema["const"]])
@@ -108,6 +108,12 @@ def _merge_all_of(subs: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def shown_key(key: str) -> str:
+    """A property or schema name as written, unless it holds a line break or an invisible control
+    (a bidirectional override, a NUL): then as a quoted literal, so it cannot reshape the answer."""
+    return key if key.isprintable() else repr(key)
+
+
 def _object_text(schema: dict[str, Any], depth: int) -> str:
     props = schema.get("properties")
     addl = schema.get("additionalProperties")
@@ -116,7 +122,7 @@ def _object_text(schema: dict[str, Any], depth: int) -> str:
             return "dict"
         req = set(schema.get("required") or [])
         items = list(props.items())
-        shown = ", ".join(f"{k}{'' if k in req else '?'}: {type_text(v, depth + 1)}" for k, v in items[:6])
+        shown = ", ".join(f"{shown_key(k)}{'' if k in req else '?'}: {type_text(v, depth + 1)}" for k, v in items[:6])
         more = ", …" if len(items) > 6 else ""
         return "{" + shown + more + "}"
     if isinstance(addl, dict) and addl:
@@ -201,16 +207,16 @@ def _render_named(name: str, schema: dict[str, Any]) -> str:
     bases: list[str] = []
     for sub in [schema, *[s for s in schema.get("allOf") or [] if isinstance(s, dict)]]:
         if (ref := _ref_name(sub)) is not None and sub is not schema:
-            bases.append(ref)
+            bases.append(shown_key(ref))
             continue
         props.update(sub.get("properties") or {})
         required.update(r for r in sub.get("required") or [] if isinstance(r, str))
     if not props and not bases:
-        lines.append(f"{name} = {type_text({k: v for k, v in schema.items() if k != 'description'})}")
+        lines.append(f"{shown_key(name)} = {type_text({k: v for k, v in schema.items() if k != 'description'})}")
         if isinstance(desc, str) and desc:
             lines.append(f"  # {_one_line(desc)}")
         return "\n".join(lines)
-    head = f"class {name}({', '.join(bases) or 'TypedDict'}):"
+    head = f"class {shown_key(name)}({', '.join(bases) or 'TypedDict'}):"
     lines.append(head + (f"  # {_one_line(desc)}" if isinstance(desc, str) and desc else ""))
     for prop, sub in props.items():
         t = type_text(sub if isinstance(sub, dict) else {})
@@ -218,7 +224,7 @@ def _render_named(name: str, schema: dict[str, Any]) -> str:
         note = sub.get("description") if isinstance(sub, dict) else None
         flags = [f for f in ("readOnly", "writeOnly", "deprecated") if isinstance(sub, dict) and sub.get(f)]
         comment = ", ".join(flags + ([_one_line(note, 90)] if isinstance(note, str) and note else []))
-        lines.append(f"    {prop}: {t}" + (f"  # {comment}" if comment else ""))
+        lines.append(f"    {shown_key(prop)}: {t}" + (f"  # {comment}" if comment else ""))
     if not props:
         lines.append("    ...")
     return "\n".join(lines)

@@ -90,6 +90,9 @@ def tokenize(text: str) -> list[str]:
     return [_stem(w.lower()) for w in _WORD.findall(text) if w.lower() not in STOPWORDS and len(w) <= MAX_WORD]
 
 
+_COMPOUND = re.compile(r"\b(?=[A-Za-z0-9]*[A-Za-z])(?=[A-Za-z0-9]*\d)[A-Za-z0-9]{3,}\b")  # k8s, e164, ec2
+
+
 def _weak(term: str) -> bool:
     """A query word that is no evidence of a match on its own: a number or a single character."""
     return len(term) < 2 or term.isdigit()
@@ -319,6 +322,14 @@ class SearchIndex:
                 terms[tok] = max(terms.get(tok, 0.0), CONCEPT_WEIGHT)
         return terms, methods
 
+    def _evidence(self, query: str, terms: dict[str, float]) -> bool:
+        """Whether the keyword index may answer: numbers and single letters alone are no evidence
+        ("xyzzyplugh 42", a pasted escape code "\x1b[2J" -> "2", "j"), unless they come from a word
+        of letters and digits at least 3 long ("k8s" -> "8", "e164" -> "164")."""
+        if any(t in self._idf and not _weak(t) for t in terms):
+            return True
+        return any(any(t in self._idf for t in tokenize(word)) for word in _COMPOUND.findall(query[:MAX_QUERY_CHARS]))
+
     def known_words(self, query: str) -> list[str]:
         """The query's words (stemmed) that occur in this spec's index."""
         return [t for t in dict.fromkeys(tokenize(query[:MAX_QUERY_CHARS])) if t in self._idf]
@@ -361,9 +372,7 @@ class SearchIndex:
 
     def _ranked(self, query: str, allowed: list[int], limit: int) -> list[Hit]:
         terms, methods = self.query_terms(query)
-        # Numbers and single letters are no evidence alone: "xyzzyplugh 42" or a pasted escape
-        # code ("\x1b[2J" -> "2", "j") must not match whatever mentions a 2.
-        scores = self._score(terms) if any(t in self._idf and not _weak(t) for t in terms) else {}
+        scores = self._score(terms) if self._evidence(query, terms) else {}
         if methods:
             for i in scores:
                 if self._ops[i].method in methods:

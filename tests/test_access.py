@@ -79,7 +79,7 @@ def executor(spec: Any, seen: list[httpx.Request], events: list[AuditEvent], env
     upstream = HttpxUpstream(
         UpstreamSettings(), credentials=creds, transport=echo_transport(seen), audit_hooks=(events.append,)
     )
-    return Executor(spec, LocalSandbox(), upstream, ExecuteSettings())
+    return Executor(spec, LocalSandbox(), upstream, ExecuteSettings(), reserved=creds.reserved())  # as the server does
 
 
 async def run(ex: Executor, code: str, caller: Caller | None) -> dict[str, Any]:
@@ -183,3 +183,28 @@ async def test_a_guest_header_named_like_the_callers_credential_is_refused_never
     out = await run(ex, code, Caller(subject="alice", credentials=UserToken("user-token-0123456789")))
     assert "Authorization" in out["result"], out
     assert not seen, [dict(r.headers) for r in seen]
+
+
+async def test_a_cookie_header_parameter_cannot_replace_a_cookie_credential(tmp_path: Path) -> None:
+    """A spec may declare a header parameter named Cookie; the guest must not use it to drop the
+    operator's (or the caller's) credential cookie and send its own."""
+    spec_file = tmp_path / "cookie.json"
+    spec_file.write_text(json.dumps({
+        "openapi": "3.0.0", "info": {"title": "Cookie", "version": "1"}, "servers": [{"url": "https://up.example"}],
+        "components": {"securitySchemes": {"sid": {"type": "apiKey", "in": "cookie", "name": "sid"}}},
+        "security": [{"sid": []}],
+        "paths": {"/echo": {"get": {"operationId": "echo", "tags": ["echo"],
+                                     "parameters": [{"name": "Cookie", "in": "header", "schema": {"type": "string"}}],
+                                     "responses": {"200": {"description": "ok"}}}}},
+    }))  # fmt: skip
+    spec = load_spec(str(spec_file), cache_dir=tmp_path / "cache")
+    seen: list[httpx.Request] = []
+    ex = executor(spec, seen, [], {"CODEMODE_SID": "operator-secret-value-abcdef"})
+    code = (
+        "api.echo.echo()\n"
+        "try:\n    api.echo.echo(Cookie='sid=guest-chosen-value-123; other=1')\n"
+        "except PermissionError as e:\n    result = str(e)"
+    )
+    out = await run(ex, code, None)
+    assert "set by the server" in out.get("result", ""), out
+    assert [r.headers.get("cookie") for r in seen] == ["sid=operator-secret-value-abcdef"]

@@ -898,6 +898,10 @@ async def test_guest_query_and_cookie_cannot_replace_injected_credentials(tmp_pa
     # an operator's static Cookie header is one credential: no guest cookie goes beside it
     assert guest_override(cookie, frozenset(), {"Cookie": "session=sk-live-0123456789"}) is not None
     assert guest_override(cookie, frozenset(), {}) is None
+    # a whole Cookie header (a header parameter named Cookie) would replace a cookie credential
+    whole = UpstreamRequest(operation="x", method="GET", url="https://h/x", headers={"Cookie": "sid=mine; o=1"})
+    assert guest_override(whole, frozenset({("cookie", "sid")}), {}) is not None
+    assert guest_override(whole, frozenset({("query", "api_key")}), {}) is None
 
 
 # -- finding 5: allow/deny patterns ----------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 
 from codemode import ConfigError
 from codemode._cli import main
-from codemode._config import load_server_config
+from codemode._config import load_server_config, server_config_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +40,17 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
     bad.write_text("[server\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_server_config(bad, env={})
+    for text, code, words in [
+        ('server = "x"\n', "config.parse", "server must be a table ([server]), not a str"),
+        ("server = [1, 2]\n", "config.parse", "not a list"),
+        ('[server]\nspec = ""\n', "config.no_spec", "[server] needs spec"),
+        ("[server]\nspec = 5\n", "config.no_spec", "[server] needs spec"),
+    ]:
+        bad.write_text(text)
+        for read in (load_server_config, server_config_spec):
+            with pytest.raises(ConfigError) as info:
+                read(bad)
+            assert info.value.code == code and words in info.value.message, (text, info.value.message)
 
 
 def test_every_bundled_server_config_is_valid() -> None:
@@ -239,3 +250,19 @@ def test_bundled_specs_and_configs_work_by_name_from_any_folder(tmp_path: Path) 
     for target in ("petstore3-openapi.yaml", "servers/petstore.toml", "petstore"):
         proc = _cli("search", target, "find pets by status", "--limit", "1", cwd=tmp_path)
         assert proc.returncode == 0 and "api.pet.find_pets_by_status" in proc.stdout, (target, proc.stderr)
+
+
+def test_a_plugin_that_takes_a_commands_name_is_skipped_with_a_line(tmp_path: Path) -> None:
+    """A third-party ``codemode.commands`` plugin registering ``search`` must not break the CLI."""
+    (tmp_path / "clash").mkdir()
+    (tmp_path / "clash" / "__init__.py").write_text("def register(commands):\n    commands.add_parser('search')\n")
+    info = tmp_path / "clash-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: clash\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[codemode.commands]\nclash = clash:register\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "codemode", "--help"], capture_output=True, text=True, env=env,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0 and "search" in out.stdout, out.stderr
+    skipped = "command plugin 'clash' (clash:register) skipped: argument COMMAND: conflicting subparser: search"
+    assert skipped in out.stderr

@@ -58,3 +58,17 @@ async def test_discovery_skips_an_oversized_answer_for_the_next_url(docs: DocSer
     docs.routes["/meta"] = Route(200, b'{"issuer": "https://id.example"}', JSON)
     assert await discover((docs.base + "/big", docs.base + "/meta")) == {"issuer": "https://id.example"}
     assert await discover((docs.base + "/big",)) is None
+
+
+async def test_a_dripping_or_absurdly_nested_document_is_a_provider_error(
+    docs: DocServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from codemode_portal import _oauthclient
+
+    monkeypatch.setattr(_oauthclient, "PROVIDER_TIMEOUT_SECONDS", 1.0)  # the whole exchange, not each read
+    docs.routes["/drip"] = Route(200, b'{"keys": []}' + b" " * 400, JSON, drip=0.1)  # 26 chunks: 2.6 s
+    docs.routes["/deep"] = Route(200, b"[" * 200_000, JSON)
+    for path, why in (("/drip", "ReadTimeout"), ("/deep", "ValueError")):
+        with pytest.raises(ProviderError, match=why):
+            await fetch_json(docs.base + path)
+        assert await discover((docs.base + path,)) is None

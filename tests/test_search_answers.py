@@ -318,8 +318,10 @@ def test_numbers_and_single_letters_alone_match_nothing(tmp_path: Path, query: s
         '{"openapi": "3.0.0", "info": {"title": "Two", "version": "2"}, "paths": {'
         '"/v2/items/{id}": {"get": {"operationId": "getItem2", "summary": "Get item 2 j", "parameters": '
         '[{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}], '
-        '"responses": {"200": {"description": "ok"}}}}}}'
+        '"responses": {"200": {"description": "ok"}}}}, "/clusters": {"put": {"operationId": "upgrade", '
+        '"summary": "Upgrade a K8S cluster", "responses": {"200": {"description": "ok"}}}}}}'
     )
     index = SearchIndex(load_spec(str(spec_file), cache_dir=tmp_path / "cache"), embedder=None)
     assert index.search(query) == []
-    assert [h.operation.label for h in index.search("get item 2")] == ["GET /v2/items/{id}"]  # a word with it: found
+    assert index.search("get item 2")[0].operation.label == "GET /v2/items/{id}"  # a word with it: found
+    assert index.search("k8s")[0].operation.label == "PUT /clusters"  # letters and digits: a word

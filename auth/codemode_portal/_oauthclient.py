@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import httpx2
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
@@ -185,17 +186,25 @@ class _TooLarge(ValueError):
 
 async def _get_json(client: AsyncOAuth2Client, url: str) -> tuple[int, Any]:
     """GET ``url``: its status and, on 200, its JSON. Reading stops at MAX_METADATA_BYTES of the
-    decoded body (a compressed bomb stops there too); more is :class:`_TooLarge`."""
+    decoded body (a compressed bomb stops there too); more is :class:`_TooLarge`. The whole
+    exchange has PROVIDER_TIMEOUT_SECONDS (a body dripping a byte a second is not read for long)."""
     headers = {"Accept": "application/json"}
-    async with client.stream("GET", url, withhold_token=True, headers=headers) as reply:
-        if reply.status_code != 200:
-            return reply.status_code, None
-        body = bytearray()
-        async for chunk in reply.aiter_bytes():
-            body += chunk
-            if len(body) > MAX_METADATA_BYTES:
-                raise _TooLarge(f"more than {MAX_METADATA_BYTES} bytes")
-    return 200, json.loads(body)
+    body = bytearray()
+    try:
+        with anyio.fail_after(PROVIDER_TIMEOUT_SECONDS):
+            async with client.stream("GET", url, withhold_token=True, headers=headers) as reply:
+                if reply.status_code != 200:
+                    return reply.status_code, None
+                async for chunk in reply.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_METADATA_BYTES:
+                        raise _TooLarge(f"more than {MAX_METADATA_BYTES} bytes")
+    except TimeoutError:
+        raise httpx2.ReadTimeout(f"no whole answer within {PROVIDER_TIMEOUT_SECONDS:g} s") from None
+    try:
+        return 200, json.loads(body)
+    except RecursionError:  # "[[[[…": nested deeper than the parser goes
+        raise ValueError("JSON nested too deeply") from None
 
 
 async def discover(urls: tuple[str, ...]) -> dict[str, Any] | None:

@@ -72,7 +72,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         except ImportError as exc:  # a plugin whose extra is not installed: its command is absent
             log.debug("command plugin %s not loaded: %s", ep.name, exc)
             continue
-        register(commands)
+        try:
+            register(commands)
+        except argparse.ArgumentError as exc:  # e.g. it names a command that exists: the first one stays
+            print(f"codemode: command plugin {ep.name!r} ({ep.value}) skipped: {exc}", file=sys.stderr)
     return p
 
 
