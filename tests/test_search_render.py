@@ -79,6 +79,17 @@ async def test_search_answer_stays_in_budget_on_a_huge_spec(tmp_path: Path) -> N
     assert missing.is_error and "Did you mean" in missing.content[0].text  # type: ignore[union-attr]
 
 
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/specs is not beside the checkout")
+def test_keyword_search_puts_the_resource_a_query_names_first(tmp_path: Path) -> None:
+    """Every issue operation mentions issues; "create issue" means POST .../issues itself (the
+    keyword ranker answers alone while the semantic index is built, or without the extra)."""
+    from codemode._search import SearchIndex
+
+    index = SearchIndex(load_spec(str(SHARED / "github-api.github.com.json"), cache_dir=tmp_path), embedder=None)
+    assert index.search("create an issue")[0].operation.label == "POST /repos/{owner}/{repo}/issues"
+    assert "GET /repos/{owner}/{repo}/pulls" in [h.operation.label for h in index.search("list pull requests", limit=3)]
+
+
 async def test_tools_list_is_exactly_two_small_tools(petstore: Any) -> None:
     server = CodemodeServer(petstore, sandbox=_NoRun())
     tools = await server.mcp.list_tools()
