@@ -48,7 +48,7 @@ from codemode import load_spec
 # findings: what it cannot check is counted and named in the report instead.
 warnings.filterwarnings("ignore", message="Unsupported scheme type", category=UserWarning)
 logging.getLogger("openapi_core").setLevel(logging.ERROR)
-from codemode._client import resolve_base_url
+from codemode._client import _is_read_only, resolve_base_url
 from codemode._credentials import Credentials, env_var_name
 from codemode._execute import Executor
 from codemode._ir import ApiSpec, Operation, Param
@@ -135,27 +135,13 @@ def _is_file(param: Param) -> bool:
     return schema.get("format") == "binary" or bool(items and items.get("format") == "binary")
 
 
-def _read_only(spec: ApiSpec, schema: Any) -> bool:
-    for _ in range(16):
-        if not isinstance(schema, dict):
-            return False
-        parts = [schema, *(p for p in schema.get("allOf") or [] if isinstance(p, dict))]
-        if any(p.get("readOnly") is True for p in parts):
-            return True
-        ref = next((p["$ref"] for p in parts if isinstance(p.get("$ref"), str)), None)
-        if ref is None:
-            return False
-        schema = spec.schemas.get(ref.rsplit("/", 1)[-1])
-    return False
-
-
 def arguments(spec: ApiSpec, op: Operation) -> dict[str, Any]:
     """A value for every parameter the model passes, optional ones included."""
     args: dict[str, Any] = {}
     file_value = {"filename": "f.bin", "content_base64": "aGk=", "content_type": "application/octet-stream"}
     json_body = op.body is not None and bool(JSONISH.match(op.body.media_type))
     for param in op.visible_params:
-        if param.location in ("body", "form") and not param.required and _read_only(spec, param.schema):
+        if param.location in ("body", "form") and not param.required and _is_read_only(spec, param.schema):
             continue  # a readOnly field the model may pass (some APIs need it); a spec-true request leaves it out
         if _is_file(param) and not (json_body and param.location == "body"):
             args[param.py_name] = [file_value] if param.schema.get("type") == "array" else file_value
@@ -305,7 +291,7 @@ def _requires_read_only(spec: ApiSpec, branch: Any) -> bool:
     for member in members:
         props.update(member.get("properties") or {})
     required = {r for member in members for r in member.get("required") or [] if isinstance(r, str)}
-    return any(name in props and _read_only(spec, props[name]) for name in required)
+    return any(name in props and _is_read_only(spec, props[name]) for name in required)
 
 
 def _overlapping_response(spec: ApiSpec, op: Operation, body: bytes) -> str | None:
@@ -351,7 +337,7 @@ def _required_read_only(spec: ApiSpec, op: Operation, cause: str) -> bool:
         names = set()
         for schema in spec.schemas.values():
             for name, prop in (schema.get("properties") or {}).items():
-                if _read_only(spec, prop):
+                if _is_read_only(spec, prop):
                     names.add(name)
         _READ_ONLY_NAMES[spec.source] = names
     return match.group(1) in names

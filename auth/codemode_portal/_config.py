@@ -27,7 +27,6 @@ the banner and ``/healthz``) and the other servers still serve.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -39,7 +38,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._errors import PortalConfigError
-from ._provider_config import OidcSettings, UpstreamOAuthEntry
+from ._provider_config import OidcSettings, UpstreamOAuthEntry, is_loopback_host
 from ._tomllines import KeyLines
 
 __all__ = [
@@ -55,7 +54,6 @@ __all__ = [
 
 SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SCOPE_SUFFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}$")
-LOOPBACK_NAMES = ("localhost",)
 
 
 def printable(text: str, *, limit: int = 500) -> str:
@@ -63,17 +61,6 @@ def printable(text: str, *, limit: int = 500) -> str:
     (``\\x1b``, ``\\n``), at most ``limit`` characters."""
     out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
     return out if len(out) <= limit else out[: limit - 1] + "…"
-
-
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class PortalSettings(BaseModel):

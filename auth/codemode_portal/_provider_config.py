@@ -35,15 +35,21 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ENV_VAR", "OidcSettings", "UpstreamOAuthEntry", "check_provider_url"]
+__all__ = ["ENV_VAR", "LOOPBACK_NAMES", "OidcSettings", "UpstreamOAuthEntry", "check_provider_url", "is_loopback_host"]
 
 ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SCOPE = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]{1,200}$")  # RFC 6749 §3.3 scope-token
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
 
 
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` or a loopback address (either IP version, bracketed or not)."""
+    if not host:
+        return False
+    if host.lower() in LOOPBACK_NAMES:
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -58,7 +64,7 @@ def check_provider_url(value: str) -> str:
         raise ValueError("must be an absolute https:// URL")
     if parts.username or parts.password or parts.fragment:
         raise ValueError("must not have user info or a fragment")
-    if parts.scheme == "http" and not _loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ValueError("must be https:// (http:// only for a loopback host)")
     return value
 
